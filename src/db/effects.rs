@@ -1,0 +1,96 @@
+//! The effects ledger: one row per external call, keyed by its idempotency key.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Entry {
+    pub status: String,
+    pub attempts: i32,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Effect {
+    pub key: String,
+    pub step: String,
+    pub name: String,
+    pub status: String,
+    pub attempts: i32,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Records that the call `key` is about to be made, committed before the call.
+/// A second `begin` of the same key counts an attempt and returns what is known.
+pub async fn begin(
+    pool: &PgPool,
+    key: &str,
+    run_id: Uuid,
+    step: &str,
+    name: &str,
+) -> Result<Entry, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO effects (key, run_id, step, name, status) VALUES ($1, $2, $3, $4, 'pending')
+         ON CONFLICT (key) DO UPDATE SET
+            attempts = effects.attempts + CASE WHEN effects.status = 'pending' THEN 1 ELSE 0 END,
+            updated_at = clock_timestamp()
+         RETURNING status, attempts, response, error",
+    )
+    .bind(key)
+    .bind(run_id)
+    .bind(step)
+    .bind(name)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn succeed(pool: &PgPool, key: &str, response: &Value) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE effects SET status = 'succeeded', response = $2, error = NULL, updated_at = clock_timestamp()
+         WHERE key = $1 AND status = 'pending'",
+    )
+    .bind(key)
+    .bind(response)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn fail(pool: &PgPool, key: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE effects SET status = 'failed', error = $2, updated_at = clock_timestamp()
+         WHERE key = $1 AND status = 'pending'",
+    )
+    .bind(key)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Notes why the outcome of a call is unknown; the row stays pending.
+pub async fn note_error(pool: &PgPool, key: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE effects SET error = $2, updated_at = clock_timestamp() WHERE key = $1 AND status = 'pending'")
+        .bind(key)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn for_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<Effect>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT key, step, name, status, attempts, response, error, created_at, updated_at
+         FROM effects WHERE run_id = $1 ORDER BY created_at",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}

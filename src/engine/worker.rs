@@ -1,0 +1,426 @@
+//! The worker: claims due runs, executes their steps, hands the results to
+//! the completer. Claims are woken by LISTEN/NOTIFY, with polling as the
+//! fallback; leases are renewed by a heartbeat while steps run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::Engine;
+use super::completer::{CommitError, Committed, Completer};
+use super::definition::DEADLINE;
+use super::handler::{Outcome, Signal, StepCtx};
+use super::transition::{self, RunStatus, Transition};
+use crate::db;
+use crate::db::runs::{Claimed, Completion};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs in flight at once in this worker.
+    pub concurrency: usize,
+    /// Runs claimed per query.
+    pub claim_batch: usize,
+    /// How long a claim is valid without renewal. Another worker takes the
+    /// run over (within the rescue schedule) once it lapses.
+    pub lease: Duration,
+    /// How often leases are renewed; well under `lease`.
+    pub heartbeat: Duration,
+    /// Longest sleep between claims when no notification arrives.
+    pub poll_interval: Duration,
+    pub completion_batch: usize,
+    pub completion_lanes: usize,
+    /// How long in-flight steps may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 64,
+            claim_batch: 64,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            completion_batch: 256,
+            completion_lanes: 2,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct Worker {
+    engine: Engine,
+    config: WorkerConfig,
+    id: String,
+}
+
+struct Shared {
+    engine: Engine,
+    completer: Completer,
+    stopping: AtomicBool,
+}
+
+impl Worker {
+    pub fn new(engine: Engine, config: WorkerConfig) -> Worker {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let id = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Worker { engine, config, id }
+    }
+
+    /// The name this worker writes as lease owner and into history rows.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until `shutdown` completes, then stops claiming, gives in-flight
+    /// steps `shutdown_grace` to commit, and hands back whatever is left.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Worker { engine, config, id } = self;
+        let pool = engine.pool().clone();
+        let (completer, lanes) = Completer::spawn(
+            engine.clone(),
+            id.clone(),
+            config.lease,
+            config.completion_batch,
+            config.completion_lanes,
+        );
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            completer,
+            stopping: AtomicBool::new(false),
+        });
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
+        let heartbeat = tokio::spawn(renew_leases(
+            pool.clone(),
+            id.clone(),
+            config.lease,
+            config.heartbeat,
+        ));
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let mut steps = JoinSet::new();
+        tracing::info!(worker = %id, concurrency = config.concurrency, "worker started");
+
+        tokio::pin!(shutdown);
+        loop {
+            let room = slots.available_permits().min(config.claim_batch);
+            let mut saturated = false;
+            if room > 0 {
+                match db::runs::claim(&pool, &id, room, config.lease).await {
+                    Ok(runs) => {
+                        saturated = runs.len() == room;
+                        for run in runs {
+                            let slot = slots
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("a slot was counted free");
+                            steps.spawn(execute(shared.clone(), run, slot));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming runs failed; will retry"),
+                }
+            }
+            while steps.try_join_next().is_some() {}
+            if saturated {
+                continue;
+            }
+            let full = slots.available_permits() == 0;
+            let nap = if full {
+                config.poll_interval
+            } else {
+                time_to_next_wake(&pool, config.poll_interval).await
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+                Some(_) = steps.join_next(), if full => {}
+            }
+        }
+
+        tracing::info!(worker = %id, in_flight = steps.len(), "stopping: no new claims");
+        shared.stopping.store(true, Ordering::SeqCst);
+        listener.abort();
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while steps.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(worker = %id, "grace period over: abandoning unfinished steps");
+            steps.abort_all();
+            while steps.join_next().await.is_some() {}
+        }
+        drop(shared);
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        heartbeat.abort();
+        let released = db::runs::release_owned(&pool, &id).await?;
+        tracing::info!(worker = %id, released = released.len(), "worker stopped");
+        Ok(())
+    }
+}
+
+async fn time_to_next_wake(pool: &sqlx::PgPool, cap: Duration) -> Duration {
+    match db::runs::next_wake(pool).await {
+        Ok(Some(at)) => (at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(cap)
+            .max(Duration::from_millis(1)),
+        _ => cap,
+    }
+}
+
+/// Turns notifications on the runs channel into wake-ups of the claim loop.
+/// If the connection drops the loop still polls, and this reconnects.
+async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(db::RUNS_CHANNEL).await {
+                Ok(()) => {
+                    wake.notify_one(); // anything started while we were not listening
+                    while listener.recv().await.is_ok() {
+                        wake.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling meanwhile"),
+            },
+            Err(e) => tracing::warn!(error = %e, "no connection for LISTEN; polling meanwhile"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn renew_leases(pool: sqlx::PgPool, worker: String, lease: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = db::runs::extend_leases(&pool, &worker, lease).await {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}
+
+/// Executes a claimed run's step, and the steps after it for as long as the
+/// run may continue in place under the same lease.
+async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePermit) {
+    loop {
+        let completion = attempt(&shared, &run).await;
+        let mut completion = completion;
+        completion.continue_in_place &= !shared.stopping.load(Ordering::SeqCst);
+        let next_context = completion
+            .continue_in_place
+            .then(|| completion.context.clone());
+        let next_step = completion.step.clone();
+        let outcome = completion.history_outcome.clone();
+        let result = shared
+            .completer
+            .commit(completion, run.workflow.clone(), run.version)
+            .await;
+        match result {
+            Ok(Committed::Continued { attempt_started_at }) => {
+                run.step = next_step;
+                run.attempt = 1;
+                run.context = next_context.unwrap_or_default();
+                run.waiting_for = None;
+                run.was_waiting = false;
+                run.last_error = None;
+                run.attempt_started_at = attempt_started_at;
+            }
+            Ok(Committed::Released) => return,
+            Err(CommitError::LeaseLost) => {
+                tracing::warn!(run = %run.id, step = %run.step, outcome, "lease lost; result discarded");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, step = %run.step, error = %e, "result not committed; the lease will lapse and the step run again");
+                return;
+            }
+        }
+    }
+}
+
+/// One attempt of the run's current step, as a completion to commit.
+async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
+    let engine = &shared.engine;
+    let park = |reason: String| Transition::park(&run.step, run.attempt as u32, reason);
+    let Some(def) = engine
+        .workflows()
+        .get(&run.workflow, run.version as u32)
+        .cloned()
+    else {
+        let reason = format!(
+            "workflow {} v{} is not loaded by this worker",
+            run.workflow, run.version
+        );
+        return completion(run, park(reason), run.context.clone(), None, vec![]);
+    };
+    let Some(step) = def.step(&run.step).cloned() else {
+        let reason = format!(
+            "step `{}` is not in {} v{}",
+            run.step, run.workflow, run.version
+        );
+        return completion(run, park(reason), run.context.clone(), None, vec![]);
+    };
+    if run.attempt as u32 > step.retry.max_attempts {
+        // Only a lost lease gets here (a failure that returned `retry` was
+        // parked when it used the last attempt): the step keeps killing its worker.
+        let reason = format!(
+            "step `{}` was tried {} times without finishing; last error: {}",
+            run.step,
+            step.retry.max_attempts,
+            run.last_error.as_deref().unwrap_or("none")
+        );
+        return completion(run, park(reason), run.context.clone(), None, vec![]);
+    }
+
+    let mut signal = None;
+    if let Some(names) = run.waiting_for.as_ref().filter(|n| !n.is_empty()) {
+        match db::signals::oldest_unconsumed(engine.pool(), run.id, names).await {
+            Ok(Some(s)) => {
+                signal = Some(Signal {
+                    id: s.id,
+                    name: s.name,
+                    payload: s.payload,
+                })
+            }
+            Ok(None) if run.was_waiting => {
+                let mut t = transition::plan(
+                    &def,
+                    &run.step,
+                    run.attempt as u32,
+                    Outcome::next(DEADLINE),
+                    Utc::now(),
+                );
+                t.history_outcome = DEADLINE.into();
+                return completion(run, t, run.context.clone(), None, vec![]);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let t = transition::plan(
+                    &def,
+                    &run.step,
+                    run.attempt as u32,
+                    Outcome::retry(e),
+                    Utc::now(),
+                );
+                return completion(run, t, run.context.clone(), None, vec![]);
+            }
+        }
+    }
+
+    let handler = engine
+        .handlers()
+        .get(&step.handler)
+        .expect("handlers are checked when the engine starts");
+    let mut ctx = StepCtx {
+        run_id: run.id,
+        tenant_id: run.tenant_id,
+        workflow: run.workflow.clone(),
+        step: run.step.clone(),
+        attempt: run.attempt as u32,
+        context: run.context.clone(),
+        signal: signal.clone(),
+        outbox: vec![],
+        pool: engine.pool().clone(),
+    };
+    let span = tracing::info_span!("step", run = %run.id, tenant = %run.tenant_id, workflow = %run.workflow, step = %run.step, attempt = run.attempt);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let outcome = handler.run(&mut ctx).await;
+            (outcome, ctx)
+        },
+        span,
+    ));
+    let abort = task.abort_handle();
+    let (outcome, context, outbox) = match tokio::time::timeout(step.timeout, task).await {
+        Ok(Ok((outcome, ctx))) => (outcome, ctx.context, ctx.outbox),
+        Ok(Err(e)) => {
+            let why = if e.is_panic() {
+                panic_message(e.into_panic())
+            } else {
+                e.to_string()
+            };
+            (
+                Outcome::retry(format!("the handler panicked: {why}")),
+                run.context.clone(),
+                vec![],
+            )
+        }
+        Err(_) => {
+            abort.abort();
+            (
+                Outcome::retry(format!("the step timed out after {:?}", step.timeout)),
+                run.context.clone(),
+                vec![],
+            )
+        }
+    };
+    let t = transition::plan(&def, &run.step, run.attempt as u32, outcome, Utc::now());
+    let outbox = outbox
+        .into_iter()
+        .map(|m| (m.dedup_key, m.channel, m.payload))
+        .collect();
+    completion(run, t, context, signal, outbox)
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+fn completion(
+    run: &Claimed,
+    t: Transition,
+    context: serde_json::Value,
+    signal: Option<Signal>,
+    outbox: Vec<(String, String, serde_json::Value)>,
+) -> Completion {
+    // A step that will be retried has not dealt with its signal: leave it in
+    // the mailbox and keep waiting for it, so the next attempt sees it again.
+    let retrying_with_signal =
+        signal.is_some() && t.status == RunStatus::Ready && t.history_outcome == "retry";
+    let waiting_for = if retrying_with_signal {
+        run.waiting_for.as_ref().map(|n| n.join(","))
+    } else {
+        (!t.waiting_for.is_empty()).then(|| t.waiting_for.join(","))
+    };
+    Completion {
+        run_id: run.id,
+        lease_token: run.lease_token,
+        executed_step: run.step.clone(),
+        executed_attempt: run.attempt,
+        attempt_started_at: run.attempt_started_at,
+        status: t.status.as_str().to_owned(),
+        step: t.step,
+        attempt: t.attempt as i32,
+        wake_at: t.wake_at,
+        context,
+        waiting_for,
+        failure_code: t.failure_code,
+        error: t.error,
+        history_outcome: t.history_outcome,
+        continue_in_place: t.continue_in_place,
+        consumed_signal: if retrying_with_signal {
+            None
+        } else {
+            signal.map(|s| s.id)
+        },
+        outbox,
+    }
+}

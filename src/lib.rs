@@ -1,0 +1,10 @@
+//! Bursar: durable payment-and-enrollment workflows on PostgreSQL.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod steps;
+pub mod tenants;
+pub mod workflows;

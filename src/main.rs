@@ -1,0 +1,203 @@
+use std::future::Future;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use bursar::config::{self, DbSettings, ServeSettings, WorkerSettings};
+use bursar::engine::{Engine, Maintenance};
+use bursar::{api, bench, db, steps, tenants, workflows};
+
+/// Durable payment-and-enrollment workflows for learning platforms.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations.
+    Migrate {
+        #[command(flatten)]
+        db: DbSettings,
+    },
+    /// Run the HTTP API and the workers in one process.
+    Serve {
+        #[command(flatten)]
+        db: DbSettings,
+        #[command(flatten)]
+        worker: WorkerSettings,
+        #[command(flatten)]
+        serve: ServeSettings,
+    },
+    /// Run workers only (scale out on more machines against the same database).
+    Worker {
+        #[command(flatten)]
+        db: DbSettings,
+        #[command(flatten)]
+        worker: WorkerSettings,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Inspect the workflow definitions this binary carries.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
+    /// Measure throughput and latency (prints one JSON line).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its id, API key and webhook secrets (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowsCommand {
+    /// Print a definition as a Mermaid state diagram.
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Validate every definition against the registered handlers.
+    Check,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    config::init_logging();
+    match Cli::parse().command {
+        Command::Migrate { db } => {
+            let pool = db::connect(&db.database_url, 2)
+                .await
+                .context("connecting to the database")?;
+            db::migrate(&pool).await.context("migrating")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve { db, worker, serve } => run(db, worker, Some(serve)).await?,
+        Command::Worker { db, worker } => run(db, worker, None).await?,
+        Command::Tenant {
+            command: TenantCommand::Create { name, db },
+        } => {
+            let pool = db::connect(&db.database_url, 2)
+                .await
+                .context("connecting to the database")?;
+            db::migrate(&pool).await?;
+            let tenant = tenants::create(&pool, &name).await?;
+            println!("{}", serde_json::to_string(&tenant)?);
+        }
+        Command::Workflows { command } => {
+            let defs = workflows::builtin()?;
+            let handlers = steps::registry();
+            match command {
+                WorkflowsCommand::Show { name, version } => {
+                    let def = defs
+                        .iter()
+                        .filter(|d| d.name == name && version.is_none_or(|v| v == d.version))
+                        .max_by_key(|d| d.version)
+                        .with_context(|| format!("no workflow named `{name}`"))?;
+                    print!("{}", def.to_mermaid());
+                }
+                WorkflowsCommand::Check => {
+                    let errors: Vec<_> = defs.iter().flat_map(|d| d.validate(&handlers)).collect();
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    anyhow::ensure!(
+                        errors.is_empty(),
+                        "{} problem(s) in the workflow definitions",
+                        errors.len()
+                    );
+                    println!("{} workflow definition(s) are valid", defs.len());
+                }
+            }
+        }
+        Command::Bench { command } => bench::run(command).await?,
+    }
+    Ok(())
+}
+
+/// The API (with `serve`), the workers and the maintenance leader election,
+/// until SIGTERM or SIGINT.
+async fn run(
+    db: DbSettings,
+    worker: WorkerSettings,
+    serve: Option<ServeSettings>,
+) -> anyhow::Result<()> {
+    let worker_config = worker.worker_config()?;
+    let pool = db::connect(&db.database_url, db.db_pool)
+        .await
+        .context("connecting to the database")?;
+    db::migrate(&pool).await.context("migrating")?;
+    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry())?;
+    let stop = shutdown_on_signal();
+
+    let maintenance = Maintenance::new(pool.clone(), worker.maintenance_config())?;
+    let maintenance = tokio::spawn(maintenance.run(stopped(stop.clone())));
+    let workers = tokio::spawn(engine.worker(worker_config).run(stopped(stop.clone())));
+
+    if let Some(serve) = serve {
+        if serve.demo_tenant {
+            print_demo_tenant(&pool).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(serve.listen)
+            .await
+            .with_context(|| format!("binding {}", serve.listen))?;
+        tracing::info!(address = %serve.listen, "API listening");
+        axum::serve(listener, api::router(api::AppState { pool: pool.clone() }))
+            .with_graceful_shutdown(stopped(stop.clone()))
+            .await?;
+    }
+    workers.await??;
+    maintenance.await?;
+    Ok(())
+}
+
+async fn print_demo_tenant(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let json = match db::tenants::find_by_name(pool, "demo").await? {
+        Some(tenant_id) => {
+            let api_key = tenants::issue_key(pool, tenant_id, "demo").await?;
+            serde_json::json!({"tenant_id": tenant_id, "api_key": api_key})
+        }
+        None => serde_json::to_value(tenants::create(pool, "demo").await?)?,
+    };
+    println!("demo tenant: {json}");
+    Ok(())
+}
+
+fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
