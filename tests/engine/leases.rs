@@ -114,6 +114,15 @@ async fn a_zombie_workers_late_commit_is_rejected_by_the_fencing_token() {
             .await
             .unwrap();
     assert_eq!(outbox, 0, "the zombie's messages were not queued");
+    let (outbox,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'by' = 'healthy'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        outbox, 1,
+        "the committed attempt's message was queued with its result"
+    );
 }
 
 /// The first attempt charges (through the effects ledger), then stalls until

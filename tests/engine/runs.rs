@@ -167,3 +167,52 @@ impl bursar::engine::StepHandler for Hang {
         std::future::pending().await
     }
 }
+
+#[tokio::test]
+async fn pruning_removes_old_history_of_finished_runs_only() {
+    let db = TestDb::new().await;
+    let mut h = HandlerRegistry::new();
+    h.register("count", Counting::default());
+    let engine = engine(&db.pool, &[TWO_STEPS], h);
+    let worker = spawn_worker(&engine, fast_worker());
+    let old = engine
+        .start_now(SYSTEM_TENANT, "two", "old", &json!({}))
+        .await
+        .unwrap()
+        .run_id;
+    let recent = engine
+        .start_now(SYSTEM_TENANT, "two", "recent", &json!({}))
+        .await
+        .unwrap()
+        .run_id;
+    wait_for_status(&db.pool, old, "succeeded").await;
+    wait_for_status(&db.pool, recent, "succeeded").await;
+    worker.stop().await;
+    // The old run finished 40 days ago.
+    sqlx::query("UPDATE runs SET finished_at = now() - interval '40 days' WHERE id = $1;")
+        .bind(old)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE run_history SET finished_at = now() - interval '40 days' WHERE run_id = $1",
+    )
+    .bind(old)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    let pruned = db::maintenance::prune(&db.pool, cutoff, 1).await.unwrap();
+    assert_eq!(
+        pruned, 2,
+        "both history rows of the old run, in batches of one"
+    );
+    assert!(db::runs::history(&db.pool, old).await.unwrap().is_empty());
+    assert_eq!(db::runs::history(&db.pool, recent).await.unwrap().len(), 2);
+    assert_eq!(
+        run(&db.pool, old).await.status,
+        "succeeded",
+        "the run itself is kept"
+    );
+}
