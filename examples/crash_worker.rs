@@ -1,8 +1,8 @@
-//! A worker process for the engine's crash test (tests/engine/crash.rs): it
+//! A worker process for the engine's crash test (tests/integration/crash.rs): it
 //! charges the test's fake provider, and the test kills it with SIGKILL
 //! mid-charge. Short lease and rescue schedule so the survivor takes over fast.
 
-#[path = "../tests/engine/provider.rs"]
+#[path = "../tests/integration/provider.rs"]
 mod provider;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod engine;
 pub mod steps;
 pub mod tenants;

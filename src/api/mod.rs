@@ -1,11 +1,21 @@
-//! The HTTP API. For now: the health endpoints an orchestrator needs.
+//! The HTTP API (`../shared/API.md` is the contract): axum routers, one
+//! module per resource, every error in one shape (`error.rs`).
 
-use axum::extract::State;
+mod error;
+pub mod extract;
+mod offerings;
+
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+
+pub use error::ApiError;
+
+/// Request bodies above this are refused: nothing in the API needs more.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +26,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/v1/offerings/{offering_id}",
+            get(offerings::get).put(offerings::put),
+        )
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod effects;
 pub mod maintenance;
+pub mod offerings;
 pub mod runs;
 pub mod signals;
 pub mod tenants;
@@ -21,11 +22,18 @@ pub const RUNS_CHANNEL: &str = "bursar_runs";
 
 /// The migrations, compiled into the binary so a deploy cannot run against a
 /// schema it does not know. Forward only: add a file, never edit one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "engine",
-    include_str!("../../migrations/0001_engine.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "engine",
+        include_str!("../../migrations/0001_engine.sql"),
+    ),
+    (
+        2,
+        "offerings",
+        include_str!("../../migrations/0002_offerings.sql"),
+    ),
+];
 
 pub fn migrator() -> Migrator {
     let migrations: Vec<Migration> = MIGRATIONS
@@ -57,4 +65,24 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.application_name("bursar"))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    /// A migration file that is not listed above would silently never run.
+    #[test]
+    fn every_migration_file_is_compiled_in_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = super::MIGRATIONS
+            .iter()
+            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
+            .collect();
+        assert_eq!(files, listed);
+    }
 }

@@ -1,0 +1,89 @@
+//! Request extractors that answer in the API's error shape: the caller's
+//! tenant from its API key, and JSON bodies whose errors name the field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::{db, tenants};
+
+/// The tenant whose API key made the request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant_id: Uuid,
+    pub key_name: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let key = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        let (tenant_id, key_name) =
+            db::tenants::find_by_key_hash(&state.pool, &tenants::hash_api_key(key))
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+        Ok(Caller {
+            tenant_id,
+            key_name,
+        })
+    }
+}
+
+/// A JSON body. Malformed JSON, a missing field or a field of the wrong type
+/// is a 400 `invalid_request` naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<ApiJson<T>, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let mut e = ApiError::invalid(
+                    None,
+                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
+                );
+                e.status = StatusCode::PAYLOAD_TOO_LARGE;
+                e
+            } else {
+                ApiError::invalid(None, rejection.body_text())
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let message = inner.to_string();
+                let field = match message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next())
+                {
+                    Some(missing) if path == "." => Some(missing.to_owned()),
+                    Some(missing) => Some(format!("{path}.{missing}")),
+                    None if path != "." => Some(path),
+                    None => None,
+                };
+                let message = if inner.is_syntax() || inner.is_eof() {
+                    format!("the body is not valid JSON: {message}")
+                } else {
+                    message
+                };
+                ApiError::invalid(field.as_deref(), message)
+            })
+    }
+}

@@ -1,0 +1,68 @@
+//! `PUT /v1/offerings/{id}` and `GET /v1/offerings/{id}`: offerings mirrored
+//! from the platform, upserted by the platform's own id.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use crate::db;
+use crate::db::offerings::{OfferingRow, Upsert, Upserted};
+use crate::domain::money::{Money, MoneyJson};
+use crate::domain::offering::{Offering, OfferingInput};
+
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(offering_id): Path<String>,
+    ApiJson(input): ApiJson<OfferingInput>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let o = Offering::parse(&offering_id, input)?;
+    let upsert = Upsert {
+        id: &o.id,
+        title: &o.title,
+        price_amount: o.price.amount(),
+        currency: o.price.currency().code(),
+        capacity: o.capacity,
+        kind: o.kind.as_str(),
+        lms_course_id: o.lms_course_id.as_deref(),
+        lms_url: o.lms_url.as_deref(),
+    };
+    match db::offerings::upsert(&state.pool, caller.tenant_id, &upsert).await? {
+        Upserted::Created(row) => Ok((StatusCode::CREATED, Json(to_json(&row)?))),
+        Upserted::Updated(row) => Ok((StatusCode::OK, Json(to_json(&row)?))),
+        Upserted::BelowSeatsTaken { seats_taken } => Err(ApiError::conflict(format!(
+            "{seats_taken} seats are taken; the capacity cannot go below that"
+        ))),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(offering_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = db::offerings::get(&state.pool, caller.tenant_id, &offering_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("offering"))?;
+    Ok(Json(to_json(&row)?))
+}
+
+fn to_json(row: &OfferingRow) -> Result<Value, ApiError> {
+    let currency = row.currency.parse().map_err(ApiError::internal)?;
+    let price = Money::new(row.price_amount, currency).map_err(ApiError::internal)?;
+    Ok(json!({
+        "id": row.id,
+        "title": row.title,
+        "price": MoneyJson::from(price),
+        "capacity": row.capacity,
+        "kind": row.kind,
+        "lms": {"course_id": row.lms_course_id, "url": row.lms_url},
+        "seats_taken": row.seats_taken,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }))
+}

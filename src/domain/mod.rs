@@ -1,0 +1,5 @@
+//! Pure types and rules, no I/O: built only through their checked
+//! constructors, unit-tested without a database.
+
+pub mod money;
+pub mod offering;

@@ -1,0 +1,123 @@
+//! The API on loopback for a test: a fresh database, a tenant with its key,
+//! the real router on port 0, and one method per endpoint.
+
+use serde_json::Value;
+
+use crate::support::TestDb;
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub address: String,
+    pub api_key: String,
+    pub tenant_id: uuid::Uuid,
+    pub client: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The error's type and field, asserting the error shape on the way.
+    pub fn error(&self) -> (&str, Option<&str>) {
+        let e = &self.body["error"];
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "an error has a message: {}",
+            self.body
+        );
+        (
+            e["type"].as_str().expect("an error has a type"),
+            e["field"].as_str(),
+        )
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        // Logs of a failing test are shown with it (internal errors log their cause).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn")
+            .try_init();
+        let db = TestDb::new().await;
+        let tenant = bursar::tenants::create(&db.pool, "Test Academy")
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let router = bursar::api::router(bursar::api::AppState {
+            pool: db.pool.clone(),
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        TestApp {
+            db,
+            address,
+            api_key: tenant.api_key,
+            tenant_id: tenant.tenant_id,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Another tenant on the same server.
+    pub async fn other_tenant_key(&self) -> String {
+        bursar::tenants::create(&self.db.pool, "Other Academy")
+            .await
+            .unwrap()
+            .api_key
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("a JSON answer, got {status}: {text}"));
+        Answer { status, body }
+    }
+
+    pub async fn put_offering(&self, id: &str, body: &Value) -> Answer {
+        self.put_offering_raw(id, &self.api_key, body.to_string())
+            .await
+    }
+
+    pub async fn put_offering_raw(&self, id: &str, key: &str, body: String) -> Answer {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/v1/offerings/{id}"),
+            Some(key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get_offering(&self, id: &str) -> Answer {
+        self.get_offering_as(id, &self.api_key).await
+    }
+
+    pub async fn get_offering_as(&self, id: &str, key: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/offerings/{id}"),
+            Some(key),
+            None,
+        )
+        .await
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests against a real PostgreSQL (a fresh database per test),
+//! real workers and the real HTTP API on loopback.
+
+mod app;
+mod crash;
+mod definitions;
+mod effects;
+mod leases;
+mod offerings;
+mod operators;
+mod provider;
+mod retries;
+mod runs;
+mod signals;
+mod support;
