@@ -7,9 +7,7 @@ mod provider;
 
 use std::time::Duration;
 
-use bursar::engine::{
-    Definition, Engine, HandlerRegistry, Maintenance, MaintenanceConfig, WorkerConfig,
-};
+use bursar::engine::{Definition, Engine, HandlerRegistry, Maintenance, MaintenanceConfig, WorkerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,15 +15,8 @@ async fn main() -> anyhow::Result<()> {
     let pool = bursar::db::connect(&std::env::var("DATABASE_URL")?, 8).await?;
     let provider_url = std::env::var("PROVIDER_URL")?;
     let mut handlers = HandlerRegistry::new();
-    handlers.register(
-        "charge",
-        provider::ChargeHandler::new(provider_url, Duration::from_secs(30)),
-    );
-    let engine = Engine::new(
-        pool.clone(),
-        vec![Definition::parse(provider::CHARGE_WORKFLOW)?],
-        handlers,
-    )?;
+    handlers.register("charge", provider::ChargeHandler::new(provider_url, Duration::from_secs(30)));
+    let engine = Engine::new(pool.clone(), vec![Definition::parse(provider::CHARGE_WORKFLOW)?], handlers)?;
 
     let maintenance = Maintenance::new(
         pool,
@@ -42,8 +33,7 @@ async fn main() -> anyhow::Result<()> {
         ..WorkerConfig::default()
     };
     let term = async {
-        let mut s =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         s.recv().await;
     };
     let (stop, rx) = tokio::sync::watch::channel(false);

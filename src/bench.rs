@@ -55,17 +55,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 async fn fresh_database(url: &str, name: &str) -> anyhow::Result<String> {
     let mut admin_url = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
     admin_url.set_path("/postgres");
-    let mut admin = PgConnection::connect(admin_url.as_str())
-        .await
-        .context("connecting to the server")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    let mut admin = PgConnection::connect(admin_url.as_str()).await.context("connecting to the server")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
         .execute(&mut admin)
         .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
     admin_url.set_path(&format!("/{name}"));
     Ok(admin_url.to_string())
 }
@@ -74,13 +68,8 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
     let url = fresh_database(&b.db.database_url, "bursar_bench").await?;
     let pool = db::connect(&url, b.db.db_pool.max(8 * b.workers as u32)).await?;
     db::migrate(&pool).await?;
-    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry())?;
-    let steps_per_run = engine
-        .workflows()
-        .latest("noop")
-        .context("noop workflow")?
-        .steps
-        .len();
+    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&steps::providers(&pool)))?;
+    let steps_per_run = engine.workflows().latest("noop").context("noop workflow")?.steps.len();
 
     // Throughput: everything enqueued first, then drained by the workers.
     let keys: Vec<String> = (0..b.runs).map(|i| format!("throughput-{i}")).collect();
@@ -112,14 +101,7 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(interval);
     for i in 0..b.latency_runs {
         tick.tick().await;
-        engine
-            .start_now(
-                crate::engine::SYSTEM_TENANT,
-                "noop",
-                &format!("latency-{i}"),
-                &json!({}),
-            )
-            .await?;
+        engine.start_now(crate::engine::SYSTEM_TENANT, "noop", &format!("latency-{i}"), &json!({})).await?;
     }
     wait_for_succeeded(&pool, (b.runs + b.latency_runs) as i64).await?;
     let (p50, p99) = start_latency_ms(&pool).await?;
@@ -129,11 +111,8 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
     }
     pool.close().await;
 
-    let pgbench_tps = if b.pgbench_seconds > 0 {
-        pgbench_tps(&b.db.database_url, b.pgbench_seconds).await?
-    } else {
-        None
-    };
+    let pgbench_tps =
+        if b.pgbench_seconds > 0 { pgbench_tps(&b.db.database_url, b.pgbench_seconds).await? } else { None };
     let line = json!({
         "bench": "engine",
         "steps_per_sec": steps_per_sec.round(),
@@ -188,31 +167,11 @@ async fn pgbench_tps(url: &str, seconds: u32) -> anyhow::Result<Option<f64>> {
         return Ok(None);
     }
     let bench_url = fresh_database(url, "bursar_pgbench").await?;
-    let init = Command::new("pgbench")
-        .args(["-i", "-q", "-s", "10", &bench_url])
-        .output()?;
-    anyhow::ensure!(
-        init.status.success(),
-        "pgbench -i failed: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let run = Command::new("pgbench")
-        .args([
-            "-N",
-            "-c",
-            "8",
-            "-j",
-            "2",
-            "-T",
-            &seconds.to_string(),
-            &bench_url,
-        ])
-        .output()?;
-    anyhow::ensure!(
-        run.status.success(),
-        "pgbench failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", &bench_url]).output()?;
+    anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+    let run =
+        Command::new("pgbench").args(["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), &bench_url]).output()?;
+    anyhow::ensure!(run.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
     let out = String::from_utf8_lossy(&run.stdout);
     let tps = out
         .lines()

@@ -47,14 +47,8 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn worker_config(&self) -> anyhow::Result<WorkerConfig> {
-        anyhow::ensure!(
-            self.concurrency >= 1,
-            "BURSAR_WORKER_CONCURRENCY must be at least 1"
-        );
-        anyhow::ensure!(
-            self.lease >= Duration::from_secs(1),
-            "BURSAR_LEASE must be at least 1s"
-        );
+        anyhow::ensure!(self.concurrency >= 1, "BURSAR_WORKER_CONCURRENCY must be at least 1");
+        anyhow::ensure!(self.lease >= Duration::from_secs(1), "BURSAR_LEASE must be at least 1s");
         Ok(WorkerConfig {
             concurrency: self.concurrency,
             claim_batch: self.concurrency.min(128),
@@ -87,11 +81,8 @@ pub struct ServeSettings {
 /// Human-readable logs by default; JSON lines with BURSAR_LOG_FORMAT=json.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("BURSAR_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("BURSAR_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("BURSAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

@@ -84,27 +84,22 @@ async fn main() -> anyhow::Result<()> {
     config::init_logging();
     match Cli::parse().command {
         Command::Migrate { db } => {
-            let pool = db::connect(&db.database_url, 2)
-                .await
-                .context("connecting to the database")?;
+            let pool = db::connect(&db.database_url, 2).await.context("connecting to the database")?;
             db::migrate(&pool).await.context("migrating")?;
             tracing::info!("migrations applied");
         }
         Command::Serve { db, worker, serve } => run(db, worker, Some(serve)).await?,
         Command::Worker { db, worker } => run(db, worker, None).await?,
-        Command::Tenant {
-            command: TenantCommand::Create { name, db },
-        } => {
-            let pool = db::connect(&db.database_url, 2)
-                .await
-                .context("connecting to the database")?;
+        Command::Tenant { command: TenantCommand::Create { name, db } } => {
+            let pool = db::connect(&db.database_url, 2).await.context("connecting to the database")?;
             db::migrate(&pool).await?;
             let tenant = tenants::create(&pool, &name).await?;
             println!("{}", serde_json::to_string(&tenant)?);
         }
         Command::Workflows { command } => {
             let defs = workflows::builtin()?;
-            let handlers = steps::registry();
+            let pool = sqlx::PgPool::connect_lazy(bursar::config::DEFAULT_DATABASE_URL)?; // never used: no query runs
+            let handlers = steps::registry(&steps::providers(&pool));
             match command {
                 WorkflowsCommand::Show { name, version } => {
                     let def = defs
@@ -119,11 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     for e in &errors {
                         eprintln!("{e}");
                     }
-                    anyhow::ensure!(
-                        errors.is_empty(),
-                        "{} problem(s) in the workflow definitions",
-                        errors.len()
-                    );
+                    anyhow::ensure!(errors.is_empty(), "{} problem(s) in the workflow definitions", errors.len());
                     println!("{} workflow definition(s) are valid", defs.len());
                 }
             }
@@ -135,32 +126,26 @@ async fn main() -> anyhow::Result<()> {
 
 /// The API (with `serve`), the workers and the maintenance leader election,
 /// until SIGTERM or SIGINT.
-async fn run(
-    db: DbSettings,
-    worker: WorkerSettings,
-    serve: Option<ServeSettings>,
-) -> anyhow::Result<()> {
+async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings>) -> anyhow::Result<()> {
     let worker_config = worker.worker_config()?;
-    let pool = db::connect(&db.database_url, db.db_pool)
-        .await
-        .context("connecting to the database")?;
+    let pool = db::connect(&db.database_url, db.db_pool).await.context("connecting to the database")?;
     db::migrate(&pool).await.context("migrating")?;
-    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry())?;
+    let providers = steps::providers(&pool);
+    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&providers))?;
     let stop = shutdown_on_signal();
 
     let maintenance = Maintenance::new(pool.clone(), worker.maintenance_config())?;
     let maintenance = tokio::spawn(maintenance.run(stopped(stop.clone())));
-    let workers = tokio::spawn(engine.worker(worker_config).run(stopped(stop.clone())));
+    let workers = tokio::spawn(engine.clone().worker(worker_config).run(stopped(stop.clone())));
 
     if let Some(serve) = serve {
         if serve.demo_tenant {
             print_demo_tenant(&pool).await?;
         }
-        let listener = tokio::net::TcpListener::bind(serve.listen)
-            .await
-            .with_context(|| format!("binding {}", serve.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
         tracing::info!(address = %serve.listen, "API listening");
-        axum::serve(listener, api::router(api::AppState { pool: pool.clone() }))
+        axum::serve(listener, api::router(api::AppState::new(engine.clone(), providers.clone())))
             .with_graceful_shutdown(stopped(stop.clone()))
             .await?;
     }

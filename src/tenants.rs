@@ -32,10 +32,7 @@ pub fn hash_api_key(key: &str) -> Vec<u8> {
 
 pub async fn create(pool: &PgPool, name: &str) -> anyhow::Result<NewTenant> {
     let name = name.trim();
-    anyhow::ensure!(
-        !name.is_empty() && name.len() <= 200,
-        "a tenant name has 1 to 200 characters"
-    );
+    anyhow::ensure!(!name.is_empty() && name.len() <= 200, "a tenant name has 1 to 200 characters");
     let tenant_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     db::tenants::insert(&mut tx, tenant_id, name).await?;
@@ -48,11 +45,7 @@ pub async fn create(pool: &PgPool, name: &str) -> anyhow::Result<NewTenant> {
         webhook_secrets.insert(provider.to_owned(), secret.into());
     }
     tx.commit().await?;
-    Ok(NewTenant {
-        tenant_id,
-        api_key,
-        webhook_secrets,
-    })
+    Ok(NewTenant { tenant_id, api_key, webhook_secrets })
 }
 
 /// A new API key for an existing tenant (the demo tenant gets one per start,

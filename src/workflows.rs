@@ -4,14 +4,16 @@
 
 use crate::engine::{Definition, DefinitionError};
 
-const FILES: &[(&str, &str)] = &[("noop.toml", include_str!("../workflows/noop.toml"))];
+const FILES: &[(&str, &str)] = &[
+    ("noop.toml", include_str!("../workflows/noop.toml")),
+    ("purchase.toml", include_str!("../workflows/purchase.toml")),
+];
 
 pub fn builtin() -> Result<Vec<Definition>, DefinitionError> {
     FILES
         .iter()
         .map(|(file, text)| {
-            Definition::parse(text)
-                .map_err(|e| DefinitionError::Syntax(format!("workflows/{file}: {e}")))
+            Definition::parse(text).map_err(|e| DefinitionError::Syntax(format!("workflows/{file}: {e}")))
         })
         .collect()
 }

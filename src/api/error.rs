@@ -36,21 +36,34 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: format!("no such {what}"), field: None }
+    }
+
+    pub fn unprocessable(field: Option<&str>, message: impl ToString) -> ApiError {
         ApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "not_found",
-            message: format!("no such {what}"),
-            field: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "unprocessable",
+            message: message.to_string(),
+            field: field.map(str::to_owned),
         }
     }
 
-    pub fn conflict(message: impl ToString) -> ApiError {
+    pub fn idempotency_mismatch() -> ApiError {
         ApiError {
-            status: StatusCode::CONFLICT,
-            kind: "conflict",
-            message: message.to_string(),
-            field: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "idempotency_mismatch",
+            message: "this Idempotency-Key was used with a different request body".into(),
+            field: Some("Idempotency-Key".into()),
         }
+    }
+
+    pub fn with_field(mut self, field: &str) -> ApiError {
+        self.field = Some(field.to_owned());
+        self
+    }
+
+    pub fn conflict(message: impl ToString) -> ApiError {
+        ApiError { status: StatusCode::CONFLICT, kind: "conflict", message: message.to_string(), field: None }
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {

@@ -31,14 +31,10 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
-        let (tenant_id, key_name) =
-            db::tenants::find_by_key_hash(&state.pool, &tenants::hash_api_key(key))
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller {
-            tenant_id,
-            key_name,
-        })
+        let (tenant_id, key_name) = db::tenants::find_by_key_hash(&state.pool, &tenants::hash_api_key(key))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Caller { tenant_id, key_name })
     }
 }
 
@@ -52,10 +48,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<ApiJson<T>, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let mut e = ApiError::invalid(
-                    None,
-                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
-                );
+                let mut e = ApiError::invalid(None, format!("the body is larger than {} bytes", super::BODY_LIMIT));
                 e.status = StatusCode::PAYLOAD_TOO_LARGE;
                 e
             } else {
@@ -63,27 +56,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let message = inner.to_string();
-                let field = match message
-                    .strip_prefix("missing field `")
-                    .and_then(|m| m.split('`').next())
-                {
-                    Some(missing) if path == "." => Some(missing.to_owned()),
-                    Some(missing) => Some(format!("{path}.{missing}")),
-                    None if path != "." => Some(path),
-                    None => None,
-                };
-                let message = if inner.is_syntax() || inner.is_eof() {
-                    format!("the body is not valid JSON: {message}")
-                } else {
-                    message
-                };
-                ApiError::invalid(field.as_deref(), message)
-            })
+        serde_path_to_error::deserialize(de).map(ApiJson).map_err(path_error)
     }
+}
+
+/// Decodes a JSON value already read, with the same field-naming errors.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.to_string();
+    let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        Some(missing) if path == "." => Some(missing.to_owned()),
+        Some(missing) => Some(format!("{path}.{missing}")),
+        None if path != "." => Some(path),
+        None => None,
+    };
+    let message =
+        if inner.is_syntax() || inner.is_eof() { format!("the body is not valid JSON: {message}") } else { message };
+    ApiError::invalid(field.as_deref(), message)
 }

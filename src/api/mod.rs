@@ -3,7 +3,10 @@
 
 mod error;
 pub mod extract;
+pub mod ids;
 mod offerings;
+mod purchases;
+mod sandbox;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -11,6 +14,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+
+use crate::engine::Engine;
+use crate::providers::Providers;
 
 pub use error::ApiError;
 
@@ -20,16 +26,24 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub engine: Engine,
+    pub providers: Providers,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, providers: Providers) -> AppState {
+        AppState { pool: engine.pool().clone(), engine, providers }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(
-            "/v1/offerings/{offering_id}",
-            get(offerings::get).put(offerings::put),
-        )
+        .route("/v1/offerings/{offering_id}", get(offerings::get).put(offerings::put))
+        .route("/v1/purchases", get(purchases::list).post(purchases::create))
+        .route("/v1/purchases/{purchase_id}", get(purchases::get))
+        .route("/v1/sandbox/charges", get(sandbox::charges))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -46,10 +60,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "reason": "database"})),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database"})))
         }
     }
 }

@@ -34,9 +34,9 @@ pub async fn put(
     match db::offerings::upsert(&state.pool, caller.tenant_id, &upsert).await? {
         Upserted::Created(row) => Ok((StatusCode::CREATED, Json(to_json(&row)?))),
         Upserted::Updated(row) => Ok((StatusCode::OK, Json(to_json(&row)?))),
-        Upserted::BelowSeatsTaken { seats_taken } => Err(ApiError::conflict(format!(
-            "{seats_taken} seats are taken; the capacity cannot go below that"
-        ))),
+        Upserted::BelowSeatsTaken { seats_taken } => {
+            Err(ApiError::conflict(format!("{seats_taken} seats are taken; the capacity cannot go below that")))
+        }
     }
 }
 

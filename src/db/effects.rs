@@ -29,13 +29,7 @@ pub struct Effect {
 
 /// Records that the call `key` is about to be made, committed before the call.
 /// A second `begin` of the same key counts an attempt and returns what is known.
-pub async fn begin(
-    pool: &PgPool,
-    key: &str,
-    run_id: Uuid,
-    step: &str,
-    name: &str,
-) -> Result<Entry, sqlx::Error> {
+pub async fn begin(pool: &PgPool, key: &str, run_id: Uuid, step: &str, name: &str) -> Result<Entry, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO effects (key, run_id, step, name, status) VALUES ($1, $2, $3, $4, 'pending')
          ON CONFLICT (key) DO UPDATE SET

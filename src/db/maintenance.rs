@@ -8,17 +8,11 @@ pub const LEADER_LOCK: i64 = 0x6275_7273_6172;
 
 /// Tries to become leader on this connection; the lock lasts as long as the session.
 pub async fn try_lead(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LEADER_LOCK)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(conn).await
 }
 
 pub async fn last_run(pool: &PgPool, job: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT last_run_at FROM maintenance_runs WHERE job = $1")
-        .bind(job)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar("SELECT last_run_at FROM maintenance_runs WHERE job = $1").bind(job).fetch_optional(pool).await
 }
 
 pub async fn mark_run(pool: &PgPool, job: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
@@ -54,10 +48,7 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u
             break;
         }
     }
-    total += sqlx::query("DELETE FROM signals WHERE consumed_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    total +=
+        sqlx::query("DELETE FROM signals WHERE consumed_at < $1").bind(cutoff).execute(pool).await?.rows_affected();
     Ok(total)
 }

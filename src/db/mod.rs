@@ -5,7 +5,9 @@
 pub mod effects;
 pub mod maintenance;
 pub mod offerings;
+pub mod purchases;
 pub mod runs;
+pub mod sandbox;
 pub mod signals;
 pub mod tenants;
 
@@ -22,17 +24,11 @@ pub const RUNS_CHANNEL: &str = "bursar_runs";
 
 /// The migrations, compiled into the binary so a deploy cannot run against a
 /// schema it does not know. Forward only: add a file, never edit one.
+#[rustfmt::skip]
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "engine",
-        include_str!("../../migrations/0001_engine.sql"),
-    ),
-    (
-        2,
-        "offerings",
-        include_str!("../../migrations/0002_offerings.sql"),
-    ),
+    (1, "engine", include_str!("../../migrations/0001_engine.sql")),
+    (2, "offerings", include_str!("../../migrations/0002_offerings.sql")),
+    (3, "purchases", include_str!("../../migrations/0003_purchases.sql")),
 ];
 
 pub fn migrator() -> Migrator {
@@ -48,10 +44,7 @@ pub fn migrator() -> Migrator {
             )
         })
         .collect();
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..Migrator::DEFAULT
-    }
+    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
@@ -79,10 +72,7 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = super::MIGRATIONS
-            .iter()
-            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-            .collect();
+        let listed: Vec<String> = super::MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
         assert_eq!(files, listed);
     }
 }

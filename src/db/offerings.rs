@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, FromRow)]
@@ -40,19 +40,14 @@ pub enum Upserted {
     },
 }
 
-pub async fn upsert(
-    pool: &PgPool,
-    tenant_id: Uuid,
-    o: &Upsert<'_>,
-) -> Result<Upserted, sqlx::Error> {
+pub async fn upsert(pool: &PgPool, tenant_id: Uuid, o: &Upsert<'_>) -> Result<Upserted, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let taken: Option<i32> = sqlx::query_scalar(
-        "SELECT seats_taken FROM offerings WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tenant_id)
-    .bind(o.id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let taken: Option<i32> =
+        sqlx::query_scalar("SELECT seats_taken FROM offerings WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant_id)
+            .bind(o.id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if let (Some(seats_taken), Some(capacity)) = (taken, o.capacity)
         && capacity < seats_taken
     {
@@ -80,18 +75,10 @@ pub async fn upsert(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(if taken.is_some() {
-        Upserted::Updated(row)
-    } else {
-        Upserted::Created(row)
-    })
+    Ok(if taken.is_some() { Upserted::Updated(row) } else { Upserted::Created(row) })
 }
 
-pub async fn get(
-    pool: &PgPool,
-    tenant_id: Uuid,
-    id: &str,
-) -> Result<Option<OfferingRow>, sqlx::Error> {
+pub async fn get(conn: impl PgExecutor<'_>, tenant_id: Uuid, id: &str) -> Result<Option<OfferingRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, title, price_amount, currency, capacity, kind, lms_course_id, lms_url, seats_taken,
                 created_at, updated_at
@@ -99,6 +86,6 @@ pub async fn get(
     )
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }

@@ -94,10 +94,7 @@ fn millis(d: Duration) -> f64 {
 /// Inserts a run unless one with the same (tenant, idempotency key) exists.
 /// Returns the run's id and whether it is new. Safe under concurrent callers:
 /// the loser's insert waits for the winner's commit and then finds its row.
-pub async fn insert(
-    conn: &mut PgConnection,
-    new: &NewRun<'_>,
-) -> Result<(Uuid, bool), sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, bool), sqlx::Error> {
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO runs (id, tenant_id, workflow, version, idempotency_key, status, step, wake_at, context)
          VALUES ($1, $2, $3, $4, $5, 'ready', $6, clock_timestamp(), $7)
@@ -117,12 +114,11 @@ pub async fn insert(
         notify(&mut *conn).await?;
         return Ok((id, true));
     }
-    let existing: Uuid =
-        sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
-            .bind(new.tenant_id)
-            .bind(new.idempotency_key)
-            .fetch_one(&mut *conn)
-            .await?;
+    let existing: Uuid = sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
+        .bind(new.tenant_id)
+        .bind(new.idempotency_key)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok((existing, false))
 }
 
@@ -157,22 +153,14 @@ pub async fn insert_many(
 }
 
 pub async fn notify(conn: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(RUNS_CHANNEL)
-        .execute(conn)
-        .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(RUNS_CHANNEL).execute(conn).await?;
     Ok(())
 }
 
 /// Claims up to `limit` due runs for `worker`: ready runs whose time has come
 /// and waiting runs whose deadline has passed (or that a signal made ready).
 /// Each claim bumps the fencing token and counts an attempt.
-pub async fn claim(
-    pool: &PgPool,
-    worker: &str,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(pool: &PgPool, worker: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS (
             SELECT id, status = 'waiting' AS was_waiting FROM runs
@@ -345,10 +333,7 @@ pub async fn complete(
 /// completion's transaction, after its rows are locked, so a signal committed
 /// before this statement is seen here and one committed after finds the run
 /// waiting (see `signals::deliver`, which locks the run first).
-pub async fn wake_if_signalled(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-) -> Result<u64, sqlx::Error> {
+pub async fn wake_if_signalled(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE runs r SET status = 'ready', wake_at = clock_timestamp(), updated_at = clock_timestamp()
          WHERE r.id = ANY($1) AND r.status = 'waiting'
@@ -365,11 +350,7 @@ pub async fn wake_if_signalled(
 }
 
 /// Keeps this worker's leases alive while its steps run.
-pub async fn extend_leases(
-    pool: &PgPool,
-    worker: &str,
-    lease: Duration,
-) -> Result<u64, sqlx::Error> {
+pub async fn extend_leases(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE runs SET lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond'
          WHERE lease_owner = $1 AND status = 'running'",
@@ -386,24 +367,12 @@ pub async fn extend_leases(
 /// next claim counts a new attempt and bumps the token, which fences out the
 /// old worker should it wake up and try to commit.
 pub async fn rescue_expired(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    reset_leased(
-        pool,
-        None,
-        "lease_expired",
-        "the worker's lease expired before it committed a result",
-    )
-    .await
+    reset_leased(pool, None, "lease_expired", "the worker's lease expired before it committed a result").await
 }
 
 /// Hands back this worker's leased runs (at shutdown, after the grace period).
 pub async fn release_owned(pool: &PgPool, worker: &str) -> Result<Vec<Uuid>, sqlx::Error> {
-    reset_leased(
-        pool,
-        Some(worker),
-        "released",
-        "the worker shut down before the step finished",
-    )
-    .await
+    reset_leased(pool, Some(worker), "released", "the worker shut down before the step finished").await
 }
 
 async fn reset_leased(
@@ -443,9 +412,7 @@ async fn reset_leased(
 
 /// When the next ready or waiting run falls due, so an idle worker sleeps until then.
 pub async fn next_wake(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(wake_at) FROM runs WHERE status IN ('ready', 'waiting')")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT min(wake_at) FROM runs WHERE status IN ('ready', 'waiting')").fetch_one(pool).await
 }
 
 const RUN_COLUMNS: &str = "id, tenant_id, workflow, version, idempotency_key, status, step, attempt, wake_at, \
@@ -453,23 +420,19 @@ const RUN_COLUMNS: &str = "id, tenant_id, workflow, version, idempotency_key, st
      cancel_reason, failure_code, last_error, created_at, updated_at, finished_at";
 
 pub async fn get(conn: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The run, locked until the transaction ends: operator actions and signals
 /// take this lock first so they serialize with a worker's completion.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 #[derive(Debug, Default, Clone)]
@@ -553,11 +516,7 @@ pub async fn make_ready_again(conn: &mut PgConnection, id: Uuid) -> Result<(), s
 }
 
 /// Marks a running run for cancellation; its worker applies it on completion.
-pub async fn request_cancel(
-    conn: &mut PgConnection,
-    id: Uuid,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn request_cancel(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE runs SET cancel_requested_at = clock_timestamp(), cancel_reason = $2, updated_at = clock_timestamp()
          WHERE id = $1",
@@ -601,16 +560,11 @@ pub async fn apply_cancel(
 
 /// A cancel requested too late to matter (the run finished meanwhile) is dropped.
 pub async fn clear_cancel_request(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET cancel_requested_at = NULL WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query("UPDATE runs SET cancel_requested_at = NULL WHERE id = $1").bind(id).execute(conn).await?;
     Ok(())
 }
 
 /// Counts of runs by workflow and status, for metrics and `ops`.
 pub async fn counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT workflow, status, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as("SELECT workflow, status, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2").fetch_all(pool).await
 }

@@ -4,11 +4,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub async fn insert(conn: &mut PgConnection, id: Uuid, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
-        .bind(id)
-        .bind(name)
-        .execute(conn)
-        .await?;
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)").bind(id).bind(name).execute(conn).await?;
     Ok(())
 }
 
@@ -36,16 +32,11 @@ pub async fn insert_api_key(
 }
 
 /// The tenant and key name a key hash belongs to, if the key is live.
-pub async fn find_by_key_hash(
-    pool: &PgPool,
-    key_hash: &[u8],
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT tenant_id, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(key_hash)
-    .fetch_optional(pool)
-    .await
+pub async fn find_by_key_hash(pool: &PgPool, key_hash: &[u8]) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT tenant_id, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+        .bind(key_hash)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn upsert_webhook_secret(

@@ -3,3 +3,4 @@
 
 pub mod money;
 pub mod offering;
+pub mod purchase;

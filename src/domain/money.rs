@@ -59,10 +59,7 @@ impl FromStr for Currency {
     fn from_str(code: &str) -> Result<Currency, MoneyError> {
         CURRENCIES
             .binary_search_by(|(c, _)| (*c).cmp(code))
-            .map(|i| Currency {
-                code: CURRENCIES[i].0,
-                exponent: CURRENCIES[i].1,
-            })
+            .map(|i| Currency { code: CURRENCIES[i].0, exponent: CURRENCIES[i].1 })
             .map_err(|_| MoneyError::UnknownCurrency(code.to_owned()))
     }
 }
@@ -82,11 +79,7 @@ pub enum MoneyError {
     #[error("an amount cannot be negative")]
     Negative,
     #[error("{currency} has {exponent} decimal place(s); `{amount}` has more")]
-    TooPrecise {
-        amount: String,
-        currency: &'static str,
-        exponent: u8,
-    },
+    TooPrecise { amount: String, currency: &'static str, exponent: u8 },
     #[error("the amount is too large")]
     TooLarge,
     #[error("cannot combine {0} with {1}")]
@@ -106,22 +99,16 @@ impl Money {
         let currency: Currency = currency.parse()?;
         let trimmed = amount.trim();
         let valid_shape = !trimmed.is_empty()
-            && trimmed
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
             && trimmed == amount;
         let value = valid_shape
             .then(|| Decimal::from_str_exact(trimmed).ok())
             .flatten()
             .ok_or_else(|| MoneyError::NotANumber(amount.to_owned()))?;
         Money::new(value, currency).map_err(|e| match e {
-            MoneyError::TooPrecise {
-                currency, exponent, ..
-            } => MoneyError::TooPrecise {
-                amount: amount.to_owned(),
-                currency,
-                exponent,
-            },
+            MoneyError::TooPrecise { currency, exponent, .. } => {
+                MoneyError::TooPrecise { amount: amount.to_owned(), currency, exponent }
+            }
             other => other,
         })
     }
@@ -150,10 +137,7 @@ impl Money {
     }
 
     pub fn from_minor(minor: i64, currency: Currency) -> Money {
-        Money {
-            amount: Decimal::new(minor.abs(), currency.exponent as u32),
-            currency,
-        }
+        Money { amount: Decimal::new(minor.abs(), currency.exponent as u32), currency }
     }
 
     /// The amount in the currency's minor unit, as providers want it.
@@ -170,10 +154,7 @@ impl Money {
     }
 
     pub fn times(self, quantity: u32) -> Result<Money, MoneyError> {
-        let minor = self
-            .minor_units()
-            .checked_mul(quantity as i64)
-            .ok_or(MoneyError::TooLarge)?;
+        let minor = self.minor_units().checked_mul(quantity as i64).ok_or(MoneyError::TooLarge)?;
         Ok(Money::from_minor(minor, self.currency))
     }
 }
@@ -193,10 +174,7 @@ pub struct MoneyJson {
 
 impl From<Money> for MoneyJson {
     fn from(m: Money) -> Self {
-        MoneyJson {
-            amount: m.amount.to_string(),
-            currency: m.currency.code.to_owned(),
-        }
+        MoneyJson { amount: m.amount.to_string(), currency: m.currency.code.to_owned() }
     }
 }
 
@@ -219,34 +197,19 @@ mod tests {
     #[test]
     fn amounts_keep_their_currencys_minor_unit() {
         let usd = Money::parse("49", "USD").unwrap();
-        assert_eq!(
-            (usd.minor_units(), usd.amount().to_string()),
-            (4900, "49.00".into())
-        );
+        assert_eq!((usd.minor_units(), usd.amount().to_string()), (4900, "49.00".into()));
         assert_eq!(Money::parse("49.5", "USD").unwrap().minor_units(), 4950);
         let jpy = Money::parse("1000", "JPY").unwrap();
-        assert_eq!(
-            (jpy.minor_units(), jpy.amount().to_string()),
-            (1000, "1000".into())
-        );
+        assert_eq!((jpy.minor_units(), jpy.amount().to_string()), (1000, "1000".into()));
         let kwd = Money::parse("1.005", "KWD").unwrap();
         assert_eq!(kwd.minor_units(), 1005);
-        assert_eq!(
-            MoneyJson::from(Money::from_minor(4900, "USD".parse().unwrap())).amount,
-            "49.00"
-        );
+        assert_eq!(MoneyJson::from(Money::from_minor(4900, "USD".parse().unwrap())).amount, "49.00");
     }
 
     #[test]
     fn more_decimals_than_the_currency_has_are_refused_not_rounded() {
-        assert!(matches!(
-            Money::parse("1.005", "USD"),
-            Err(MoneyError::TooPrecise { exponent: 2, .. })
-        ));
-        assert!(matches!(
-            Money::parse("10.5", "JPY"),
-            Err(MoneyError::TooPrecise { exponent: 0, .. })
-        ));
+        assert!(matches!(Money::parse("1.005", "USD"), Err(MoneyError::TooPrecise { exponent: 2, .. })));
+        assert!(matches!(Money::parse("10.5", "JPY"), Err(MoneyError::TooPrecise { exponent: 0, .. })));
         // Trailing zeros say nothing more precise.
         assert_eq!(Money::parse("10.00", "JPY").unwrap().minor_units(), 10);
     }
@@ -254,33 +217,18 @@ mod tests {
     #[test]
     fn nonsense_is_refused() {
         assert_eq!(Money::parse("-1.00", "USD"), Err(MoneyError::Negative));
-        assert_eq!(
-            Money::parse("1.00", "XYZ"),
-            Err(MoneyError::UnknownCurrency("XYZ".into()))
-        );
-        assert_eq!(
-            Money::parse("1.00", "usd"),
-            Err(MoneyError::UnknownCurrency("usd".into()))
-        );
+        assert_eq!(Money::parse("1.00", "XYZ"), Err(MoneyError::UnknownCurrency("XYZ".into())));
+        assert_eq!(Money::parse("1.00", "usd"), Err(MoneyError::UnknownCurrency("usd".into())));
         for bad in ["", " 1", "1e3", "abc", "1.2.3", "0x10", "+1"] {
-            assert!(
-                matches!(Money::parse(bad, "USD"), Err(MoneyError::NotANumber(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(Money::parse(bad, "USD"), Err(MoneyError::NotANumber(_))), "{bad:?}");
         }
-        assert_eq!(
-            Money::parse("99999999999999999999", "USD"),
-            Err(MoneyError::TooLarge)
-        );
+        assert_eq!(Money::parse("99999999999999999999", "USD"), Err(MoneyError::TooLarge));
     }
 
     #[test]
     fn multiplying_by_a_quantity_stays_exact() {
         let seat = Money::parse("19.99", "EUR").unwrap();
         assert_eq!(seat.times(3).unwrap().amount().to_string(), "59.97");
-        assert_eq!(
-            Money::from_minor(i64::MAX, seat.currency()).times(2),
-            Err(MoneyError::TooLarge)
-        );
+        assert_eq!(Money::from_minor(i64::MAX, seat.currency()).times(2), Err(MoneyError::TooLarge));
     }
 }

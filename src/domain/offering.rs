@@ -60,19 +60,13 @@ pub struct InvalidField {
 }
 
 fn invalid(field: &str, message: impl ToString) -> InvalidField {
-    InvalidField {
-        field: field.to_owned(),
-        message: message.to_string(),
-    }
+    InvalidField { field: field.to_owned(), message: message.to_string() }
 }
 
 impl Offering {
     pub fn parse(id: &str, input: OfferingInput) -> Result<Offering, InvalidField> {
         if id.is_empty() || id.len() > 255 {
-            return Err(invalid(
-                "offering_id",
-                "an offering id has 1 to 255 characters",
-            ));
+            return Err(invalid("offering_id", "an offering id has 1 to 255 characters"));
         }
         let title = input.title.trim();
         if title.is_empty() || title.len() > 500 {
@@ -89,26 +83,17 @@ impl Offering {
             None => None,
             Some(c) if (0..=i32::MAX as i64).contains(&c) => Some(c as i32),
             Some(_) => {
-                return Err(invalid(
-                    "capacity",
-                    "capacity is a number of seats, 0 or more, or null",
-                ));
+                return Err(invalid("capacity", "capacity is a number of seats, 0 or more, or null"));
             }
         };
         let kind = match input.kind.as_deref() {
             None | Some("course") => Kind::Course,
             Some("subscription") => Kind::Subscription,
             Some(other) => {
-                return Err(invalid(
-                    "kind",
-                    format!("`{other}` is not course or subscription"),
-                ));
+                return Err(invalid("kind", format!("`{other}` is not course or subscription")));
             }
         };
-        let lms = input.lms.unwrap_or(LmsInput {
-            course_id: None,
-            url: None,
-        });
+        let lms = input.lms.unwrap_or(LmsInput { course_id: None, url: None });
         Ok(Offering {
             id: id.to_owned(),
             title: title.to_owned(),

@@ -84,19 +84,9 @@ impl Completer {
         version: i32,
     ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            completion,
-            workflow,
-            version,
-            reply,
-        };
-        self.sender
-            .send(job)
-            .await
-            .map_err(|_| CommitError::Db("the completer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| CommitError::Db("the completer stopped before answering".into()))?
+        let job = Job { completion, workflow, version, reply };
+        self.sender.send(job).await.map_err(|_| CommitError::Db("the completer has stopped".into()))?;
+        answer.await.map_err(|_| CommitError::Db("the completer stopped before answering".into()))?
     }
 }
 
@@ -128,9 +118,9 @@ fn reply_all(jobs: Vec<Job>, done: &HashMap<Uuid, Completed>) {
     for job in jobs {
         let answer = match done.get(&job.completion.run_id) {
             None => Err(CommitError::LeaseLost),
-            Some(c) if c.status == "running" => Ok(Committed::Continued {
-                attempt_started_at: c.attempt_started_at.unwrap_or_else(Utc::now),
-            }),
+            Some(c) if c.status == "running" => {
+                Ok(Committed::Continued { attempt_started_at: c.attempt_started_at.unwrap_or_else(Utc::now) })
+            }
             Some(_) => Ok(Committed::Released),
         };
         let _ = job.reply.send(answer);
@@ -157,11 +147,7 @@ async fn commit_batch(
             db::runs::apply_cancel(&mut tx, c.id, target.as_deref(), None).await?;
         }
     }
-    let waiting: Vec<Uuid> = done
-        .iter()
-        .filter(|c| c.status == "waiting")
-        .map(|c| c.id)
-        .collect();
+    let waiting: Vec<Uuid> = done.iter().filter(|c| c.status == "waiting").map(|c| c.id).collect();
     if !waiting.is_empty() {
         db::runs::wake_if_signalled(&mut tx, &waiting).await?;
     }

@@ -78,47 +78,20 @@ pub enum DefinitionError {
     Syntax(String),
     #[error("workflow `{workflow}`: the start step `{start}` is not defined")]
     MissingStart { workflow: String, start: String },
-    #[error(
-        "workflow `{workflow}`: step `{step}` names handler `{handler}`, which is not registered"
-    )]
-    UnknownHandler {
-        workflow: String,
-        step: String,
-        handler: String,
-    },
+    #[error("workflow `{workflow}`: step `{step}` names handler `{handler}`, which is not registered")]
+    UnknownHandler { workflow: String, step: String, handler: String },
     #[error("workflow `{workflow}`: step `{step}` cannot be reached from the start step `{start}`")]
-    Unreachable {
-        workflow: String,
-        step: String,
-        start: String,
-    },
+    Unreachable { workflow: String, step: String, start: String },
     #[error(
         "workflow `{workflow}`: outcome `{outcome}` of step `{step}` leads to `{target}`, which is neither a step nor succeeded/failed/cancelled"
     )]
-    LeadsNowhere {
-        workflow: String,
-        step: String,
-        outcome: String,
-        target: String,
-    },
+    LeadsNowhere { workflow: String, step: String, outcome: String, target: String },
     #[error(
         "workflow `{workflow}`: handler `{handler}` of step `{step}` can return `{outcome}`, but the step does not say where it leads"
     )]
-    Unrouted {
-        workflow: String,
-        step: String,
-        handler: String,
-        outcome: String,
-    },
-    #[error(
-        "workflow `{workflow}`: step `{step}` routes outcome `{outcome}`, which handler `{handler}` never returns"
-    )]
-    UnknownOutcome {
-        workflow: String,
-        step: String,
-        handler: String,
-        outcome: String,
-    },
+    Unrouted { workflow: String, step: String, handler: String, outcome: String },
+    #[error("workflow `{workflow}`: step `{step}` routes outcome `{outcome}`, which handler `{handler}` never returns")]
+    UnknownOutcome { workflow: String, step: String, handler: String, outcome: String },
     #[error("workflow `{workflow}`: {message}")]
     Invalid { workflow: String, message: String },
 }
@@ -155,8 +128,7 @@ pub(crate) mod humantime_serde_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
     }
 }
 
@@ -165,8 +137,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 impl Definition {
     /// Parses a definition. Structure only; `validate` checks it against handlers.
     pub fn parse(toml_text: &str) -> Result<Definition, DefinitionError> {
-        let raw: RawDefinition =
-            toml::from_str(toml_text).map_err(|e| DefinitionError::Syntax(e.to_string()))?;
+        let raw: RawDefinition = toml::from_str(toml_text).map_err(|e| DefinitionError::Syntax(e.to_string()))?;
         let steps = raw
             .steps
             .into_iter()
@@ -175,11 +146,7 @@ impl Definition {
                     handler: s.handler,
                     timeout: s.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
                     retry: s.retry,
-                    on: s
-                        .on
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Target::parse(v)))
-                        .collect(),
+                    on: s.on.iter().map(|(k, v)| (k.clone(), Target::parse(v))).collect(),
                     wait_for: s.wait_for,
                     on_cancel: s.on_cancel.as_deref().map(Target::parse),
                 };
@@ -199,10 +166,7 @@ impl Definition {
     pub fn validate(&self, handlers: &HandlerRegistry) -> Vec<DefinitionError> {
         let wf = || self.name.clone();
         let mut errors = Vec::new();
-        let invalid = |message: String| DefinitionError::Invalid {
-            workflow: wf(),
-            message,
-        };
+        let invalid = |message: String| DefinitionError::Invalid { workflow: wf(), message };
 
         if self.name.is_empty() {
             errors.push(invalid("the name is empty".into()));
@@ -211,10 +175,7 @@ impl Definition {
             errors.push(invalid("versions start at 1".into()));
         }
         if !self.steps.contains_key(&self.start) {
-            errors.push(DefinitionError::MissingStart {
-                workflow: wf(),
-                start: self.start.clone(),
-            });
+            errors.push(DefinitionError::MissingStart { workflow: wf(), start: self.start.clone() });
         }
         let leads_nowhere = |step: &str, outcome: &str, target: &Target| match target {
             Target::Step(s) if !self.steps.contains_key(s) => Some(DefinitionError::LeadsNowhere {
@@ -231,17 +192,13 @@ impl Definition {
 
         for (name, step) in &self.steps {
             if TERMINALS.contains(&name.as_str()) {
-                errors.push(invalid(format!(
-                    "`{name}` is a terminal state and cannot name a step"
-                )));
+                errors.push(invalid(format!("`{name}` is a terminal state and cannot name a step")));
             }
             if let Err(e) = step.retry.check() {
                 errors.push(invalid(format!("step `{name}`: {e}")));
             }
             if step.timeout.is_zero() {
-                errors.push(invalid(format!(
-                    "step `{name}`: the timeout must be positive"
-                )));
+                errors.push(invalid(format!("step `{name}`: the timeout must be positive")));
             }
             for signal in &step.wait_for {
                 if signal.is_empty() || signal.contains(',') {
@@ -358,22 +315,12 @@ impl Definition {
         };
         let mut terminals = BTreeSet::new();
         let mut order = self.reachable();
-        order.extend(
-            self.steps
-                .keys()
-                .map(String::as_str)
-                .filter(|s| !order.contains(s))
-                .collect::<Vec<_>>(),
-        );
+        order.extend(self.steps.keys().map(String::as_str).filter(|s| !order.contains(s)).collect::<Vec<_>>());
         for name in order {
             let step = &self.steps[name];
             let _ = writeln!(out, "    {name} : {name}\\n{}", step.handler);
             if !step.wait_for.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "    note right of {name} : waits for {}",
-                    step.wait_for.join(", ")
-                );
+                let _ = writeln!(out, "    note right of {name} : waits for {}", step.wait_for.join(", "));
             }
             for (outcome, target) in &step.on {
                 if !matches!(target, Target::Step(_)) {
@@ -388,11 +335,7 @@ impl Definition {
         }
         if let Some(t) = &self.on_cancel {
             terminals.extend((!matches!(t, Target::Step(_))).then(|| node(t)));
-            let _ = writeln!(
-                out,
-                "    note left of {} : cancel (any step) leads here",
-                node(t)
-            );
+            let _ = writeln!(out, "    note left of {} : cancel (any step) leads here", node(t));
         }
         for t in terminals {
             let _ = writeln!(out, "    {t} --> [*]");

@@ -27,21 +27,12 @@ pub enum Outcome {
     Next(String),
     /// Try this step again after the policy's backoff (or `after`), parking the
     /// run when the attempts are used up.
-    Retry {
-        error: String,
-        after: Option<Duration>,
-    },
+    Retry { error: String, after: Option<Duration> },
     /// Sleep until one of `signals` arrives; at `deadline` the step's
     /// `deadline` route fires instead.
-    Wait {
-        signals: Vec<String>,
-        deadline: Option<DateTime<Utc>>,
-    },
+    Wait { signals: Vec<String>, deadline: Option<DateTime<Utc>> },
     /// End the run as failed with this code (a business outcome, not a bug).
-    Fail {
-        code: String,
-        message: Option<String>,
-    },
+    Fail { code: String, message: Option<String> },
     /// Stop and wait for a person; replay resumes this step.
     Park(String),
 }
@@ -51,22 +42,13 @@ impl Outcome {
         Outcome::Next(label.into())
     }
     pub fn retry(error: impl std::fmt::Display) -> Self {
-        Outcome::Retry {
-            error: error.to_string(),
-            after: None,
-        }
+        Outcome::Retry { error: error.to_string(), after: None }
     }
     pub fn wait(signals: &[&str], deadline: Option<DateTime<Utc>>) -> Self {
-        Outcome::Wait {
-            signals: signals.iter().map(|s| s.to_string()).collect(),
-            deadline,
-        }
+        Outcome::Wait { signals: signals.iter().map(|s| s.to_string()).collect(), deadline }
     }
     pub fn fail(code: impl Into<String>) -> Self {
-        Outcome::Fail {
-            code: code.into(),
-            message: None,
-        }
+        Outcome::Fail { code: code.into(), message: None }
     }
     pub fn park(reason: impl Into<String>) -> Self {
         Outcome::Park(reason.into())
@@ -198,11 +180,7 @@ impl StepCtx {
     /// result commits. `key` tells it apart from the step's other messages and
     /// keeps a retried step from sending it twice.
     pub fn emit(&mut self, channel: &str, key: &str, payload: Value) {
-        self.outbox.push(OutboxMessage {
-            dedup_key: self.effect_key(key),
-            channel: channel.to_owned(),
-            payload,
-        });
+        self.outbox.push(OutboxMessage { dedup_key: self.effect_key(key), channel: channel.to_owned(), payload });
     }
 
     /// Perform an external call at most once in effect. The ledger row and its
@@ -210,12 +188,7 @@ impl StepCtx {
     /// the other side's idempotency key. If an earlier attempt's call ended
     /// unknown (a crash, a timeout), `lookup` asks the other side what became of
     /// it before anything is called again. A recorded result is returned as is.
-    pub async fn effect<T, C, CF, L, LF>(
-        &self,
-        name: &str,
-        call: C,
-        lookup: L,
-    ) -> Result<T, EffectError>
+    pub async fn effect<T, C, CF, L, LF>(&self, name: &str, call: C, lookup: L) -> Result<T, EffectError>
     where
         T: Serialize + DeserializeOwned,
         C: FnOnce(String) -> CF,
@@ -227,9 +200,7 @@ impl StepCtx {
         let entry = db::effects::begin(&self.pool, &key, self.run_id, &self.step, name).await?;
         match entry.status.as_str() {
             "succeeded" => {
-                return Ok(serde_json::from_value(
-                    entry.response.unwrap_or(Value::Null),
-                )?);
+                return Ok(serde_json::from_value(entry.response.unwrap_or(Value::Null))?);
             }
             "failed" => return Err(EffectError::Failed(entry.error.unwrap_or_default())),
             _ => {}
@@ -241,9 +212,7 @@ impl StepCtx {
                 Ok(Lookup::Failed(e)) => return self.record_failure(&key, e).await,
                 Ok(Lookup::NotApplied) => {}
                 Err(CallError::Definitive(e) | CallError::Unknown(e)) => {
-                    return Err(EffectError::Unknown(format!(
-                        "could not resolve {key}: {e}"
-                    )));
+                    return Err(EffectError::Unknown(format!("could not resolve {key}: {e}")));
                 }
             }
         }

@@ -42,8 +42,7 @@ impl Default for MaintenanceConfig {
     }
 }
 
-type JobFn =
-    Arc<dyn Fn(PgPool) -> Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>> + Send + Sync>;
+type JobFn = Arc<dyn Fn(PgPool) -> Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>> + Send + Sync>;
 
 struct Job {
     name: String,
@@ -60,12 +59,7 @@ pub struct Maintenance {
 
 impl Maintenance {
     pub fn new(pool: PgPool, config: MaintenanceConfig) -> anyhow::Result<Maintenance> {
-        let mut m = Maintenance {
-            pool,
-            config: config.clone(),
-            jobs: vec![],
-            leading: Arc::default(),
-        };
+        let mut m = Maintenance { pool, config: config.clone(), jobs: vec![], leading: Arc::default() };
         m.add_job("rescue_expired_leases", &config.rescue_schedule, |pool| async move {
             let rescued = db::runs::rescue_expired(&pool).await?;
             if !rescued.is_empty() {
@@ -74,13 +68,9 @@ impl Maintenance {
             Ok(rescued.len() as u64)
         })?;
         let retention = chrono::Duration::from_std(config.history_retention)?;
-        m.add_job(
-            "prune_history",
-            &config.prune_schedule,
-            move |pool| async move {
-                Ok(db::maintenance::prune(&pool, Utc::now() - retention, 10_000).await?)
-            },
-        )?;
+        m.add_job("prune_history", &config.prune_schedule, move |pool| async move {
+            Ok(db::maintenance::prune(&pool, Utc::now() - retention, 10_000).await?)
+        })?;
         Ok(m)
     }
 
@@ -90,14 +80,9 @@ impl Maintenance {
         F: Fn(PgPool) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
     {
-        let schedule = Schedule::from_str(schedule).map_err(|e| {
-            anyhow::anyhow!("maintenance job {name}: bad schedule `{schedule}`: {e}")
-        })?;
-        self.jobs.push(Job {
-            name: name.to_owned(),
-            schedule,
-            action: Arc::new(move |p| Box::pin(action(p))),
-        });
+        let schedule = Schedule::from_str(schedule)
+            .map_err(|e| anyhow::anyhow!("maintenance job {name}: bad schedule `{schedule}`: {e}"))?;
+        self.jobs.push(Job { name: name.to_owned(), schedule, action: Arc::new(move |p| Box::pin(action(p))) });
         Ok(())
     }
 
@@ -137,20 +122,13 @@ impl Maintenance {
         tracing::info!("maintenance: this process is the leader");
         let mut last: Vec<DateTime<Utc>> = Vec::with_capacity(self.jobs.len());
         for job in &self.jobs {
-            let known = db::maintenance::last_run(&self.pool, &job.name)
-                .await
-                .ok()
-                .flatten();
+            let known = db::maintenance::last_run(&self.pool, &job.name).await.ok().flatten();
             last.push(known.unwrap_or_else(Utc::now));
         }
         loop {
             let now = Utc::now();
             for (job, last_run) in self.jobs.iter().zip(last.iter_mut()) {
-                let due = job
-                    .schedule
-                    .after(last_run)
-                    .next()
-                    .is_some_and(|at| at <= now);
+                let due = job.schedule.after(last_run).next().is_some_and(|at| at <= now);
                 if !due {
                     continue;
                 }
@@ -168,10 +146,7 @@ impl Maintenance {
                 .filter_map(|(job, at)| job.schedule.after(at).next())
                 .min()
                 .unwrap_or(now + chrono::Duration::seconds(1));
-            let nap = (next - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(Duration::from_secs(5));
+            let nap = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(5));
             tokio::time::sleep(nap).await;
             // Still leader? A dead session means the lock is gone, maybe to another process.
             if let Err(e) = conn.ping().await {

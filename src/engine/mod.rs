@@ -20,9 +20,7 @@ use uuid::Uuid;
 
 use crate::db;
 pub use definition::{Definition, DefinitionError, Target};
-pub use handler::{
-    CallError, EffectError, HandlerRegistry, Lookup, Outcome, Signal, StepCtx, StepHandler,
-};
+pub use handler::{CallError, EffectError, HandlerRegistry, Lookup, Outcome, Signal, StepCtx, StepHandler};
 pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use transition::RunStatus;
 pub use worker::{Worker, WorkerConfig};
@@ -103,11 +101,7 @@ pub enum Cancellation {
 
 impl Engine {
     /// Loads definitions and refuses any that cannot run with these handlers.
-    pub fn new(
-        pool: PgPool,
-        definitions: Vec<Definition>,
-        handlers: HandlerRegistry,
-    ) -> Result<Engine> {
+    pub fn new(pool: PgPool, definitions: Vec<Definition>, handlers: HandlerRegistry) -> Result<Engine> {
         let mut errors = Vec::new();
         let mut workflows = Workflows::default();
         for def in definitions {
@@ -119,23 +113,14 @@ impl Engine {
                     message: format!("version {} is defined twice", def.version),
                 });
             }
-            let latest = workflows
-                .latest
-                .entry(def.name.clone())
-                .or_insert(def.version);
+            let latest = workflows.latest.entry(def.name.clone()).or_insert(def.version);
             *latest = (*latest).max(def.version);
             workflows.by_version.insert(key, Arc::new(def));
         }
         if !errors.is_empty() {
             return Err(Error::InvalidDefinitions(errors));
         }
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                pool,
-                workflows,
-                handlers,
-            }),
-        })
+        Ok(Engine { inner: Arc::new(Inner { pool, workflows, handlers }) })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -162,9 +147,7 @@ impl Engine {
     ) -> Result<Started> {
         let def = self.latest_definition(workflow)?;
         if idempotency_key.is_empty() || idempotency_key.len() > 255 {
-            return Err(Error::InvalidInput(
-                "an idempotency key has 1 to 255 characters".into(),
-            ));
+            return Err(Error::InvalidInput("an idempotency key has 1 to 255 characters".into()));
         }
         let new = db::runs::NewRun {
             id: Uuid::now_v7(),
@@ -180,49 +163,25 @@ impl Engine {
     }
 
     /// `start` in a transaction of its own.
-    pub async fn start_now(
-        &self,
-        tenant_id: Uuid,
-        workflow: &str,
-        key: &str,
-        context: &Value,
-    ) -> Result<Started> {
+    pub async fn start_now(&self, tenant_id: Uuid, workflow: &str, key: &str, context: &Value) -> Result<Started> {
         let mut tx = self.pool().begin().await?;
-        let started = self
-            .start(&mut tx, tenant_id, workflow, key, context)
-            .await?;
+        let started = self.start(&mut tx, tenant_id, workflow, key, context).await?;
         tx.commit().await?;
         Ok(started)
     }
 
     /// Starts many runs with one statement (keys already present are skipped).
-    pub async fn start_many(
-        &self,
-        workflow: &str,
-        keys: &[String],
-        context: &Value,
-    ) -> Result<u64> {
+    pub async fn start_many(&self, workflow: &str, keys: &[String], context: &Value) -> Result<u64> {
         let def = self.latest_definition(workflow)?;
         let mut tx = self.pool().begin().await?;
-        let n = db::runs::insert_many(
-            &mut tx,
-            SYSTEM_TENANT,
-            workflow,
-            def.version as i32,
-            &def.start,
-            keys,
-            context,
-        )
-        .await?;
+        let n = db::runs::insert_many(&mut tx, SYSTEM_TENANT, workflow, def.version as i32, &def.start, keys, context)
+            .await?;
         tx.commit().await?;
         Ok(n)
     }
 
     fn latest_definition(&self, workflow: &str) -> Result<&Arc<Definition>> {
-        self.inner
-            .workflows
-            .latest(workflow)
-            .ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))
+        self.inner.workflows.latest(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))
     }
 
     /// Puts a signal in a run's mailbox in the caller's transaction (the one
@@ -237,19 +196,14 @@ impl Engine {
         payload: &Value,
     ) -> Result<Delivery> {
         if name.is_empty() || name.contains(',') || dedup_key.is_empty() {
-            return Err(Error::InvalidInput(
-                "a signal needs a name without commas and a key".into(),
-            ));
+            return Err(Error::InvalidInput("a signal needs a name without commas and a key".into()));
         }
         // The lock orders this with a worker committing a wait: either the
         // worker's wake-up check sees this signal, or this sees the run waiting.
         if db::runs::lock(conn, run_id).await?.is_none() {
             return Err(Error::NotFound);
         }
-        if db::signals::insert(conn, run_id, name, dedup_key, payload)
-            .await?
-            .is_none()
-        {
+        if db::signals::insert(conn, run_id, name, dedup_key, payload).await?.is_none() {
             return Ok(Delivery::Duplicate);
         }
         let woke = db::signals::wake(conn, run_id, name).await?;
@@ -257,17 +211,9 @@ impl Engine {
     }
 
     /// `signal` in a transaction of its own.
-    pub async fn signal_now(
-        &self,
-        run_id: Uuid,
-        name: &str,
-        dedup_key: &str,
-        payload: &Value,
-    ) -> Result<Delivery> {
+    pub async fn signal_now(&self, run_id: Uuid, name: &str, dedup_key: &str, payload: &Value) -> Result<Delivery> {
         let mut tx = self.pool().begin().await?;
-        let delivery = self
-            .signal(&mut tx, run_id, name, dedup_key, payload)
-            .await?;
+        let delivery = self.signal(&mut tx, run_id, name, dedup_key, payload).await?;
         tx.commit().await?;
         Ok(delivery)
     }
@@ -277,9 +223,7 @@ impl Engine {
     pub async fn replay(&self, run_id: Uuid, reason: &str, actor: &str) -> Result<()> {
         let reason = require_reason(reason)?;
         let mut tx = self.pool().begin().await?;
-        let run = db::runs::lock(&mut tx, run_id)
-            .await?
-            .ok_or(Error::NotFound)?;
+        let run = db::runs::lock(&mut tx, run_id).await?.ok_or(Error::NotFound)?;
         if !matches!(run.status.as_str(), "parked" | "failed") {
             return Err(Error::Conflict(format!(
                 "only a parked or failed run can be replayed; this one is {}",
@@ -297,15 +241,10 @@ impl Engine {
     pub async fn cancel(&self, run_id: Uuid, reason: &str, actor: &str) -> Result<Cancellation> {
         let reason = require_reason(reason)?;
         let mut tx = self.pool().begin().await?;
-        let run = db::runs::lock(&mut tx, run_id)
-            .await?
-            .ok_or(Error::NotFound)?;
+        let run = db::runs::lock(&mut tx, run_id).await?.ok_or(Error::NotFound)?;
         let status = RunStatus::parse(&run.status).unwrap_or(RunStatus::Parked);
         if status.is_terminal() {
-            return Err(Error::Conflict(format!(
-                "the run has already {}",
-                run.status
-            )));
+            return Err(Error::Conflict(format!("the run has already {}", run.status)));
         }
         db::runs::record_action(&mut tx, &run, "cancel", reason, actor).await?;
         let outcome = if status == RunStatus::Running {

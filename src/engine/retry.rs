@@ -101,10 +101,7 @@ mod tests {
             let base = policy(false).delay_after(attempt);
             for _ in 0..50 {
                 let d = p.delay_after(attempt);
-                assert!(
-                    d >= base && d <= (base * 2).min(p.max),
-                    "attempt {attempt}: {d:?}"
-                );
+                assert!(d >= base && d <= (base * 2).min(p.max), "attempt {attempt}: {d:?}");
             }
         }
     }

@@ -49,10 +49,7 @@ impl RunStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        )
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
     }
 }
 
@@ -95,13 +92,7 @@ impl Transition {
     }
 
     /// Where `target` leads, as reached from `step` by `label`.
-    pub fn to_target(
-        step: &str,
-        attempt: u32,
-        label: &str,
-        target: &Target,
-        now: DateTime<Utc>,
-    ) -> Transition {
+    pub fn to_target(step: &str, attempt: u32, label: &str, target: &Target, now: DateTime<Utc>) -> Transition {
         let ended = |status: RunStatus, failure_code: Option<String>| Transition {
             status,
             step: step.to_owned(),
@@ -133,19 +124,9 @@ impl Transition {
 }
 
 /// Decide the run's next state after `attempt` of `step` ended with `outcome`.
-pub fn plan(
-    def: &Definition,
-    step: &str,
-    attempt: u32,
-    outcome: Outcome,
-    now: DateTime<Utc>,
-) -> Transition {
+pub fn plan(def: &Definition, step: &str, attempt: u32, outcome: Outcome, now: DateTime<Utc>) -> Transition {
     let Some(step_def) = def.step(step) else {
-        return Transition::park(
-            step,
-            attempt,
-            format!("step `{step}` is not in {} v{}", def.name, def.version),
-        );
+        return Transition::park(step, attempt, format!("step `{step}` is not in {} v{}", def.name, def.version));
     };
     match outcome {
         Outcome::Next(label) => match step_def.on.get(&label) {
@@ -153,22 +134,15 @@ pub fn plan(
             None => Transition::park(
                 step,
                 attempt,
-                format!(
-                    "step `{step}` returned outcome `{label}`, which the definition does not route"
-                ),
+                format!("step `{step}` returned outcome `{label}`, which the definition does not route"),
             ),
         },
         Outcome::Retry { error, after } => {
             if attempt >= step_def.retry.max_attempts {
-                let mut t = Transition::park(
-                    step,
-                    attempt,
-                    format!("retries exhausted after {attempt} attempts: {error}"),
-                );
+                let mut t =
+                    Transition::park(step, attempt, format!("retries exhausted after {attempt} attempts: {error}"));
                 t.history_outcome = "retry".into();
-                t.error = Some(format!(
-                    "retries exhausted after {attempt} attempts: {error}"
-                ));
+                t.error = Some(format!("retries exhausted after {attempt} attempts: {error}"));
                 return t;
             }
             let delay = after.unwrap_or_else(|| step_def.retry.delay_after(attempt));
@@ -176,9 +150,7 @@ pub fn plan(
                 status: RunStatus::Ready,
                 step: step.to_owned(),
                 attempt,
-                wake_at: Some(
-                    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
-                ),
+                wake_at: Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
                 waiting_for: vec![],
                 failure_code: None,
                 error: Some(error),
@@ -188,19 +160,13 @@ pub fn plan(
         }
         Outcome::Wait { signals, deadline } => {
             if signals.is_empty() {
-                return Transition::park(
-                    step,
-                    attempt,
-                    format!("step `{step}` asked to wait for no signal"),
-                );
+                return Transition::park(step, attempt, format!("step `{step}` asked to wait for no signal"));
             }
             if let Some(undeclared) = signals.iter().find(|s| !step_def.wait_for.contains(s)) {
                 return Transition::park(
                     step,
                     attempt,
-                    format!(
-                        "step `{step}` waits for `{undeclared}`, which its definition does not list in wait_for"
-                    ),
+                    format!("step `{step}` waits for `{undeclared}`, which its definition does not list in wait_for"),
                 );
             }
             Transition {
@@ -261,20 +227,14 @@ mod tests {
     #[test]
     fn next_to_a_step_continues_in_place_with_a_fresh_attempt_count() {
         let t = plan(&def(), "a", 2, Outcome::next("ok"), now());
-        assert_eq!(
-            (t.status, t.step.as_str(), t.attempt, t.continue_in_place),
-            (RunStatus::Ready, "b", 0, true)
-        );
+        assert_eq!((t.status, t.step.as_str(), t.attempt, t.continue_in_place), (RunStatus::Ready, "b", 0, true));
         assert_eq!(t.history_outcome, "next:ok");
     }
 
     #[test]
     fn a_route_to_failed_uses_the_label_as_failure_code() {
         let t = plan(&def(), "a", 1, Outcome::next("no"), now());
-        assert_eq!(
-            (t.status, t.failure_code.as_deref()),
-            (RunStatus::Failed, Some("no"))
-        );
+        assert_eq!((t.status, t.failure_code.as_deref()), (RunStatus::Failed, Some("no")));
         let t = plan(&def(), "a", 1, Outcome::next("done"), now());
         assert_eq!(t.status, RunStatus::Succeeded);
     }
@@ -286,33 +246,17 @@ mod tests {
         assert_eq!(t.wake_at, Some(now() + chrono::Duration::seconds(2)));
         assert_eq!(t.attempt, 2);
 
-        let t = plan(
-            &def(),
-            "a",
-            1,
-            Outcome::Retry {
-                error: "x".into(),
-                after: Some(Duration::from_secs(7)),
-            },
-            now(),
-        );
+        let t = plan(&def(), "a", 1, Outcome::Retry { error: "x".into(), after: Some(Duration::from_secs(7)) }, now());
         assert_eq!(t.wake_at, Some(now() + chrono::Duration::seconds(7)));
 
         let t = plan(&def(), "a", 3, Outcome::retry("boom"), now());
         assert_eq!(t.status, RunStatus::Parked);
-        assert!(
-            t.error
-                .unwrap()
-                .contains("retries exhausted after 3 attempts: boom")
-        );
+        assert!(t.error.unwrap().contains("retries exhausted after 3 attempts: boom"));
     }
 
     #[test]
     fn an_unrouted_label_or_undeclared_signal_parks_instead_of_guessing() {
-        assert_eq!(
-            plan(&def(), "a", 1, Outcome::next("typo"), now()).status,
-            RunStatus::Parked
-        );
+        assert_eq!(plan(&def(), "a", 1, Outcome::next("typo"), now()).status, RunStatus::Parked);
         let t = plan(&def(), "b", 1, Outcome::wait(&["refunded"], None), now());
         assert_eq!(t.status, RunStatus::Parked);
     }
@@ -320,13 +264,7 @@ mod tests {
     #[test]
     fn wait_stores_signals_and_deadline() {
         let deadline = now() + chrono::Duration::hours(1);
-        let t = plan(
-            &def(),
-            "b",
-            1,
-            Outcome::wait(&["paid", "declined"], Some(deadline)),
-            now(),
-        );
+        let t = plan(&def(), "b", 1, Outcome::wait(&["paid", "declined"], Some(deadline)), now());
         assert_eq!(t.status, RunStatus::Waiting);
         assert_eq!(t.waiting_for, ["paid", "declined"]);
         assert_eq!(t.wake_at, Some(deadline));

@@ -68,11 +68,7 @@ struct Shared {
 impl Worker {
     pub fn new(engine: Engine, config: WorkerConfig) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-        let id = format!(
-            "{host}:{}:{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let id = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         Worker { engine, config, id }
     }
 
@@ -93,19 +89,10 @@ impl Worker {
             config.completion_batch,
             config.completion_lanes,
         );
-        let shared = Arc::new(Shared {
-            engine: engine.clone(),
-            completer,
-            stopping: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared { engine: engine.clone(), completer, stopping: AtomicBool::new(false) });
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
-        let heartbeat = tokio::spawn(renew_leases(
-            pool.clone(),
-            id.clone(),
-            config.lease,
-            config.heartbeat,
-        ));
+        let heartbeat = tokio::spawn(renew_leases(pool.clone(), id.clone(), config.lease, config.heartbeat));
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut steps = JoinSet::new();
         tracing::info!(worker = %id, concurrency = config.concurrency, "worker started");
@@ -119,10 +106,7 @@ impl Worker {
                     Ok(runs) => {
                         saturated = runs.len() == room;
                         for run in runs {
-                            let slot = slots
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("a slot was counted free");
+                            let slot = slots.clone().try_acquire_owned().expect("a slot was counted free");
                             steps.spawn(execute(shared.clone(), run, slot));
                         }
                     }
@@ -134,11 +118,7 @@ impl Worker {
                 continue;
             }
             let full = slots.available_permits() == 0;
-            let nap = if full {
-                config.poll_interval
-            } else {
-                time_to_next_wake(&pool, config.poll_interval).await
-            };
+            let nap = if full { config.poll_interval } else { time_to_next_wake(&pool, config.poll_interval).await };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = wake.notified() => {}
@@ -150,11 +130,9 @@ impl Worker {
         tracing::info!(worker = %id, in_flight = steps.len(), "stopping: no new claims");
         shared.stopping.store(true, Ordering::SeqCst);
         listener.abort();
-        let drained = tokio::time::timeout(config.shutdown_grace, async {
-            while steps.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
+        let drained = tokio::time::timeout(config.shutdown_grace, async { while steps.join_next().await.is_some() {} })
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(worker = %id, "grace period over: abandoning unfinished steps");
             steps.abort_all();
@@ -173,11 +151,7 @@ impl Worker {
 
 async fn time_to_next_wake(pool: &sqlx::PgPool, cap: Duration) -> Duration {
     match db::runs::next_wake(pool).await {
-        Ok(Some(at)) => (at - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(cap)
-            .max(Duration::from_millis(1)),
+        Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(cap).max(Duration::from_millis(1)),
         _ => cap,
     }
 }
@@ -220,15 +194,10 @@ async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePer
         let completion = attempt(&shared, &run).await;
         let mut completion = completion;
         completion.continue_in_place &= !shared.stopping.load(Ordering::SeqCst);
-        let next_context = completion
-            .continue_in_place
-            .then(|| completion.context.clone());
+        let next_context = completion.continue_in_place.then(|| completion.context.clone());
         let next_step = completion.step.clone();
         let outcome = completion.history_outcome.clone();
-        let result = shared
-            .completer
-            .commit(completion, run.workflow.clone(), run.version)
-            .await;
+        let result = shared.completer.commit(completion, run.workflow.clone(), run.version).await;
         match result {
             Ok(Committed::Continued { attempt_started_at }) => {
                 run.step = next_step;
@@ -256,22 +225,12 @@ async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePer
 async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
     let engine = &shared.engine;
     let park = |reason: String| Transition::park(&run.step, run.attempt as u32, reason);
-    let Some(def) = engine
-        .workflows()
-        .get(&run.workflow, run.version as u32)
-        .cloned()
-    else {
-        let reason = format!(
-            "workflow {} v{} is not loaded by this worker",
-            run.workflow, run.version
-        );
+    let Some(def) = engine.workflows().get(&run.workflow, run.version as u32).cloned() else {
+        let reason = format!("workflow {} v{} is not loaded by this worker", run.workflow, run.version);
         return completion(run, park(reason), run.context.clone(), None, vec![]);
     };
     let Some(step) = def.step(&run.step).cloned() else {
-        let reason = format!(
-            "step `{}` is not in {} v{}",
-            run.step, run.workflow, run.version
-        );
+        let reason = format!("step `{}` is not in {} v{}", run.step, run.workflow, run.version);
         return completion(run, park(reason), run.context.clone(), None, vec![]);
     };
     if run.attempt as u32 > step.retry.max_attempts {
@@ -289,42 +248,21 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
     let mut signal = None;
     if let Some(names) = run.waiting_for.as_ref().filter(|n| !n.is_empty()) {
         match db::signals::oldest_unconsumed(engine.pool(), run.id, names).await {
-            Ok(Some(s)) => {
-                signal = Some(Signal {
-                    id: s.id,
-                    name: s.name,
-                    payload: s.payload,
-                })
-            }
+            Ok(Some(s)) => signal = Some(Signal { id: s.id, name: s.name, payload: s.payload }),
             Ok(None) if run.was_waiting => {
-                let mut t = transition::plan(
-                    &def,
-                    &run.step,
-                    run.attempt as u32,
-                    Outcome::next(DEADLINE),
-                    Utc::now(),
-                );
+                let mut t = transition::plan(&def, &run.step, run.attempt as u32, Outcome::next(DEADLINE), Utc::now());
                 t.history_outcome = DEADLINE.into();
                 return completion(run, t, run.context.clone(), None, vec![]);
             }
             Ok(None) => {}
             Err(e) => {
-                let t = transition::plan(
-                    &def,
-                    &run.step,
-                    run.attempt as u32,
-                    Outcome::retry(e),
-                    Utc::now(),
-                );
+                let t = transition::plan(&def, &run.step, run.attempt as u32, Outcome::retry(e), Utc::now());
                 return completion(run, t, run.context.clone(), None, vec![]);
             }
         }
     }
 
-    let handler = engine
-        .handlers()
-        .get(&step.handler)
-        .expect("handlers are checked when the engine starts");
+    let handler = engine.handlers().get(&step.handler).expect("handlers are checked when the engine starts");
     let mut ctx = StepCtx {
         run_id: run.id,
         tenant_id: run.tenant_id,
@@ -348,31 +286,16 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
     let (outcome, context, outbox) = match tokio::time::timeout(step.timeout, task).await {
         Ok(Ok((outcome, ctx))) => (outcome, ctx.context, ctx.outbox),
         Ok(Err(e)) => {
-            let why = if e.is_panic() {
-                panic_message(e.into_panic())
-            } else {
-                e.to_string()
-            };
-            (
-                Outcome::retry(format!("the handler panicked: {why}")),
-                run.context.clone(),
-                vec![],
-            )
+            let why = if e.is_panic() { panic_message(e.into_panic()) } else { e.to_string() };
+            (Outcome::retry(format!("the handler panicked: {why}")), run.context.clone(), vec![])
         }
         Err(_) => {
             abort.abort();
-            (
-                Outcome::retry(format!("the step timed out after {:?}", step.timeout)),
-                run.context.clone(),
-                vec![],
-            )
+            (Outcome::retry(format!("the step timed out after {:?}", step.timeout)), run.context.clone(), vec![])
         }
     };
     let t = transition::plan(&def, &run.step, run.attempt as u32, outcome, Utc::now());
-    let outbox = outbox
-        .into_iter()
-        .map(|m| (m.dedup_key, m.channel, m.payload))
-        .collect();
+    let outbox = outbox.into_iter().map(|m| (m.dedup_key, m.channel, m.payload)).collect();
     completion(run, t, context, signal, outbox)
 }
 
@@ -393,8 +316,7 @@ fn completion(
 ) -> Completion {
     // A step that will be retried has not dealt with its signal: leave it in
     // the mailbox and keep waiting for it, so the next attempt sees it again.
-    let retrying_with_signal =
-        signal.is_some() && t.status == RunStatus::Ready && t.history_outcome == "retry";
+    let retrying_with_signal = signal.is_some() && t.status == RunStatus::Ready && t.history_outcome == "retry";
     let waiting_for = if retrying_with_signal {
         run.waiting_for.as_ref().map(|n| n.join(","))
     } else {
@@ -416,11 +338,7 @@ fn completion(
         error: t.error,
         history_outcome: t.history_outcome,
         continue_in_place: t.continue_in_place,
-        consumed_signal: if retrying_with_signal {
-            None
-        } else {
-            signal.map(|s| s.id)
-        },
+        consumed_signal: if retrying_with_signal { None } else { signal.map(|s| s.id) },
         outbox,
     }
 }

@@ -2,11 +2,28 @@
 //! and the domain, providers, LMS and notifications.
 
 mod noop;
+mod purchase;
+
+use sqlx::PgPool;
 
 use crate::engine::HandlerRegistry;
+use crate::providers::{Providers, sandbox::Sandbox};
 
-pub fn registry() -> HandlerRegistry {
+/// The providers this deployment can use.
+pub fn providers(pool: &PgPool) -> Providers {
+    let mut providers = Providers::default();
+    providers.register(Sandbox::new(pool.clone()));
+    providers
+}
+
+pub fn registry(providers: &Providers) -> HandlerRegistry {
     let mut handlers = HandlerRegistry::new();
     handlers.register("noop", noop::Noop);
+    handlers.register("purchase.reserve_seats", purchase::ReserveSeats);
+    handlers.register("purchase.authorize", purchase::Authorize(providers.clone()));
+    handlers.register("purchase.capture", purchase::Capture(providers.clone()));
+    handlers.register("purchase.enroll", purchase::Enroll);
+    handlers.register("purchase.notify", purchase::Notify);
+    handlers.register("purchase.release_seats", purchase::ReleaseSeats(providers.clone()));
     handlers
 }

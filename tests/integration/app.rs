@@ -9,8 +9,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub address: String,
     pub api_key: String,
-    pub tenant_id: uuid::Uuid,
     pub client: reqwest::Client,
+    _worker: crate::support::Running,
 }
 
 pub struct Answer {
@@ -22,62 +22,45 @@ impl Answer {
     /// The error's type and field, asserting the error shape on the way.
     pub fn error(&self) -> (&str, Option<&str>) {
         let e = &self.body["error"];
-        assert!(
-            e["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "an error has a message: {}",
-            self.body
-        );
-        (
-            e["type"].as_str().expect("an error has a type"),
-            e["field"].as_str(),
-        )
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "an error has a message: {}", self.body);
+        (e["type"].as_str().expect("an error has a type"), e["field"].as_str())
     }
 }
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
         // Logs of a failing test are shown with it (internal errors log their cause).
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("warn")
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
         let db = TestDb::new().await;
-        let tenant = bursar::tenants::create(&db.pool, "Test Academy")
-            .await
-            .unwrap();
+        let tenant = bursar::tenants::create(&db.pool, "Test Academy").await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let router = bursar::api::router(bursar::api::AppState {
-            pool: db.pool.clone(),
-        });
+        let providers = bursar::steps::providers(&db.pool);
+        let engine = bursar::engine::Engine::new(
+            db.pool.clone(),
+            bursar::workflows::builtin().unwrap(),
+            bursar::steps::registry(&providers),
+        )
+        .unwrap();
+        let router = bursar::api::router(bursar::api::AppState::new(engine.clone(), providers));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let worker = crate::support::spawn_worker(&engine, crate::support::fast_worker());
         TestApp {
             db,
             address,
             api_key: tenant.api_key,
-            tenant_id: tenant.tenant_id,
             client: reqwest::Client::new(),
+            _worker: worker,
         }
     }
 
     /// Another tenant on the same server.
     pub async fn other_tenant_key(&self) -> String {
-        bursar::tenants::create(&self.db.pool, "Other Academy")
-            .await
-            .unwrap()
-            .api_key
+        bursar::tenants::create(&self.db.pool, "Other Academy").await.unwrap().api_key
     }
 
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<String>,
-    ) -> Answer {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.address));
+    pub async fn send(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<String>) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.address));
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }
@@ -87,24 +70,16 @@ impl TestApp {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("a JSON answer, got {status}: {text}"));
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON answer, got {status}: {text}"));
         Answer { status, body }
     }
 
     pub async fn put_offering(&self, id: &str, body: &Value) -> Answer {
-        self.put_offering_raw(id, &self.api_key, body.to_string())
-            .await
+        self.put_offering_raw(id, &self.api_key, body.to_string()).await
     }
 
     pub async fn put_offering_raw(&self, id: &str, key: &str, body: String) -> Answer {
-        self.send(
-            reqwest::Method::PUT,
-            &format!("/v1/offerings/{id}"),
-            Some(key),
-            Some(body),
-        )
-        .await
+        self.send(reqwest::Method::PUT, &format!("/v1/offerings/{id}"), Some(key), Some(body)).await
     }
 
     pub async fn get_offering(&self, id: &str) -> Answer {
@@ -112,12 +87,48 @@ impl TestApp {
     }
 
     pub async fn get_offering_as(&self, id: &str, key: &str) -> Answer {
-        self.send(
-            reqwest::Method::GET,
-            &format!("/v1/offerings/{id}"),
-            Some(key),
-            None,
-        )
-        .await
+        self.send(reqwest::Method::GET, &format!("/v1/offerings/{id}"), Some(key), None).await
+    }
+}
+
+impl TestApp {
+    pub async fn post_purchase(&self, key: Option<&str>, body: &Value) -> Answer {
+        let mut req = self.client.post(format!("{}/v1/purchases", self.address)).bearer_auth(&self.api_key).json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        Answer { status, body: res.json().await.unwrap() }
+    }
+
+    pub async fn get_purchase(&self, id: &str) -> Answer {
+        self.send(reqwest::Method::GET, &format!("/v1/purchases/{id}"), Some(&self.api_key), None).await
+    }
+
+    pub async fn list_purchases(&self, query: &str) -> Answer {
+        self.send(reqwest::Method::GET, &format!("/v1/purchases?{query}"), Some(&self.api_key), None).await
+    }
+
+    pub async fn sandbox_charges(&self, purchase_id: &str) -> Answer {
+        let path = format!("/v1/sandbox/charges?purchase_id={purchase_id}");
+        self.send(reqwest::Method::GET, &path, Some(&self.api_key), None).await
+    }
+
+    /// Polls the purchase until `done`, failing after 20 s with its last state.
+    pub async fn wait_for_purchase(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let p = self.get_purchase(id).await.body;
+            if done(&p) {
+                return p;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "purchase did not get there: {p:#}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        self.wait_for_purchase(id, |p| p["status"] == status).await
     }
 }

@@ -47,82 +47,43 @@ async fn a_zombie_workers_late_commit_is_rejected_by_the_fencing_token() {
     let mut h = HandlerRegistry::new();
     h.register("work", Counting::default());
     let engine = engine(&db.pool, &[ONE_STEP], h);
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
 
     // Worker Z claims, then stalls past its lease.
-    let z = db::runs::claim(&db.pool, "zombie", 10, Duration::from_millis(50))
-        .await
-        .unwrap()
-        .remove(0);
+    let z = db::runs::claim(&db.pool, "zombie", 10, Duration::from_millis(50)).await.unwrap().remove(0);
     tokio::time::sleep(Duration::from_millis(100)).await; // let the 50 ms lease lapse
     assert_eq!(db::runs::rescue_expired(&db.pool).await.unwrap(), vec![id]);
-    let b = db::runs::claim(&db.pool, "healthy", 10, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
+    let b = db::runs::claim(&db.pool, "healthy", 10, Duration::from_secs(30)).await.unwrap().remove(0);
     assert_eq!((b.attempt, b.lease_token), (2, z.lease_token + 1));
 
     // Z wakes up and tries to commit: nothing of it may land.
     let mut tx = db.pool.begin().await.unwrap();
-    let done = db::runs::complete(
-        &mut tx,
-        "zombie",
-        Duration::from_secs(30),
-        &[completion_for(&z, "zombie")],
-    )
-    .await;
+    let done = db::runs::complete(&mut tx, "zombie", Duration::from_secs(30), &[completion_for(&z, "zombie")]).await;
     tx.commit().await.unwrap();
-    assert!(
-        done.unwrap().is_empty(),
-        "the zombie's result was not applied"
-    );
+    assert!(done.unwrap().is_empty(), "the zombie's result was not applied");
     let r = run(&db.pool, id).await;
-    assert_eq!(
-        (r.status.as_str(), r.lease_owner.as_deref()),
-        ("running", Some("healthy"))
-    );
+    assert_eq!((r.status.as_str(), r.lease_owner.as_deref()), ("running", Some("healthy")));
 
     let mut tx = db.pool.begin().await.unwrap();
-    let done = db::runs::complete(
-        &mut tx,
-        "healthy",
-        Duration::from_secs(30),
-        &[completion_for(&b, "healthy")],
-    )
-    .await;
+    let done = db::runs::complete(&mut tx, "healthy", Duration::from_secs(30), &[completion_for(&b, "healthy")]).await;
     tx.commit().await.unwrap();
     assert_eq!(done.unwrap().len(), 1);
 
     let r = run(&db.pool, id).await;
-    assert_eq!(
-        (r.status.as_str(), &r.context),
-        ("succeeded", &json!({"by": "healthy"}))
-    );
+    assert_eq!((r.status.as_str(), &r.context), ("succeeded", &json!({"by": "healthy"})));
     let h = db::runs::history(&db.pool, id).await.unwrap();
-    let rows: Vec<_> = h
-        .iter()
-        .map(|e| (e.worker.as_str(), e.outcome.as_str()))
-        .collect();
+    let rows: Vec<_> = h.iter().map(|e| (e.worker.as_str(), e.outcome.as_str())).collect();
     assert_eq!(rows, [("zombie", "lease_expired"), ("healthy", "next:ok")]);
-    let (outbox,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'by' = 'zombie'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'by' = 'zombie'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(outbox, 0, "the zombie's messages were not queued");
-    let (outbox,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'by' = 'healthy'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        outbox, 1,
-        "the committed attempt's message was queued with its result"
-    );
+    let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'by' = 'healthy'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 1, "the committed attempt's message was queued with its result");
 }
 
 /// The first attempt charges (through the effects ledger), then stalls until
@@ -181,15 +142,8 @@ async fn a_paused_worker_is_rescued_from_and_its_late_result_discarded() {
     paused.lease = Duration::from_secs(1);
     paused.heartbeat = Duration::from_secs(3600);
     let a = spawn_worker(&engine, paused);
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
-    wait_until(Duration::from_secs(10), "attempt 1 to stall", || {
-        handler.stalled.calls() == 1
-    })
-    .await;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
+    wait_until(Duration::from_secs(10), "attempt 1 to stall", || handler.stalled.calls() == 1).await;
 
     let b = spawn_worker(&engine, fast_worker());
     let done = wait_for_status(&db.pool, id, "succeeded").await;
@@ -201,17 +155,10 @@ async fn a_paused_worker_is_rescued_from_and_its_late_result_discarded() {
     let _ = stop_maintenance.send(true);
 
     let r = run(&db.pool, id).await;
-    assert_eq!(
-        r.context["finished_by_attempt"],
-        json!(2),
-        "A's late result did not overwrite B's"
-    );
+    assert_eq!(r.context["finished_by_attempt"], json!(2), "A's late result did not overwrite B's");
     assert_eq!(handler.charges.calls(), 1, "the charge was made once");
     let effects = db::effects::for_run(&db.pool, id).await.unwrap();
-    assert_eq!(
-        (effects.len(), effects[0].status.as_str()),
-        (1, "succeeded")
-    );
+    assert_eq!((effects.len(), effects[0].status.as_str()), (1, "succeeded"));
     let h = db::runs::history(&db.pool, id).await.unwrap();
     let rows: Vec<_> = h.iter().map(|e| (e.attempt, e.outcome.as_str())).collect();
     assert_eq!(rows, [(1, "lease_expired"), (2, "next:ok")]);
@@ -224,15 +171,9 @@ async fn an_expired_lease_is_rescued_within_seconds() {
     let count = Counting::default();
     h.register("work", count.clone());
     let engine = engine(&db.pool, &[ONE_STEP], h);
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
     // A worker claims the run and dies: nobody renews the lease.
-    db::runs::claim(&db.pool, "dead-worker", 1, Duration::from_secs(1))
-        .await
-        .unwrap();
+    db::runs::claim(&db.pool, "dead-worker", 1, Duration::from_secs(1)).await.unwrap();
 
     let (_leading, stop_maintenance) = spawn_maintenance(&db.pool);
     let worker = spawn_worker(&engine, fast_worker());
@@ -243,10 +184,7 @@ async fn an_expired_lease_is_rescued_within_seconds() {
     let _ = stop_maintenance.send(true);
     assert!(took < Duration::from_secs(5), "rescued after {took:?}");
     let h = db::runs::history(&db.pool, id).await.unwrap();
-    assert_eq!(
-        (h[0].worker.as_str(), h[0].outcome.as_str()),
-        ("dead-worker", "lease_expired")
-    );
+    assert_eq!((h[0].worker.as_str(), h[0].outcome.as_str()), ("dead-worker", "lease_expired"));
     assert_eq!(count.calls(), 1);
 }
 
@@ -258,21 +196,12 @@ async fn maintenance_has_one_leader_at_a_time() {
     let either = || first.load(Ordering::SeqCst) || second.load(Ordering::SeqCst);
     wait_until(Duration::from_secs(5), "a leader", either).await;
     for _ in 0..20 {
-        assert!(
-            !(first.load(Ordering::SeqCst) && second.load(Ordering::SeqCst)),
-            "two leaders"
-        );
+        assert!(!(first.load(Ordering::SeqCst) && second.load(Ordering::SeqCst)), "two leaders");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The leader goes away; the other takes over.
-    let (stop_leader, follower) = if first.load(Ordering::SeqCst) {
-        (stop_first, second.clone())
-    } else {
-        (stop_second, first.clone())
-    };
+    let (stop_leader, follower) =
+        if first.load(Ordering::SeqCst) { (stop_first, second.clone()) } else { (stop_second, first.clone()) };
     let _ = stop_leader.send(true);
-    wait_until(Duration::from_secs(10), "the follower to lead", || {
-        follower.load(Ordering::SeqCst)
-    })
-    .await;
+    wait_until(Duration::from_secs(10), "the follower to lead", || follower.load(Ordering::SeqCst)).await;
 }

@@ -9,6 +9,7 @@ mod leases;
 mod offerings;
 mod operators;
 mod provider;
+mod purchases;
 mod retries;
 mod runs;
 mod signals;

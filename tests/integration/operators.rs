@@ -3,9 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bursar::db;
-use bursar::engine::{
-    Cancellation, Error, HandlerRegistry, Outcome, SYSTEM_TENANT, StepCtx, StepHandler,
-};
+use bursar::engine::{Cancellation, Error, HandlerRegistry, Outcome, SYSTEM_TENANT, StepCtx, StepHandler};
 use serde_json::json;
 
 use crate::support::*;
@@ -59,22 +57,12 @@ async fn a_parked_run_replays_from_its_failed_step_with_its_context() {
     let fixed = BrokenUntilFixed::default();
     let engine = setup(&db, fixed.clone());
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "enroll", "k", &json!({"order": "o1"}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "enroll", "k", &json!({"order": "o1"})).await.unwrap().run_id;
     let parked = wait_for_status(&db.pool, id, "parked").await;
     assert_eq!(parked.step, "enroll");
     assert!(parked.last_error.unwrap().contains("LMS answers 503"));
 
-    assert!(
-        matches!(
-            engine.replay(id, "  ", "ops").await,
-            Err(Error::InvalidInput(_))
-        ),
-        "a reason is required"
-    );
+    assert!(matches!(engine.replay(id, "  ", "ops").await, Err(Error::InvalidInput(_))), "a reason is required");
     fixed.0.store(true, Ordering::SeqCst);
     engine.replay(id, "LMS is back", "ana@ops").await.unwrap();
     let done = wait_for_status(&db.pool, id, "succeeded").await;
@@ -82,18 +70,10 @@ async fn a_parked_run_replays_from_its_failed_step_with_its_context() {
 
     assert_eq!(done.context, json!({"order": "o1", "enrolled": true}));
     let h = db::runs::history(&db.pool, id).await.unwrap();
-    let steps: Vec<_> = h
-        .iter()
-        .map(|e| (e.step.as_str(), e.attempt, e.outcome.as_str()))
-        .collect();
+    let steps: Vec<_> = h.iter().map(|e| (e.step.as_str(), e.attempt, e.outcome.as_str())).collect();
     assert_eq!(
         steps,
-        [
-            ("pay", 1, "next:ok"),
-            ("enroll", 1, "retry"),
-            ("enroll", 2, "retry"),
-            ("enroll", 1, "next:ok")
-        ],
+        [("pay", 1, "next:ok"), ("enroll", 1, "retry"), ("enroll", 2, "retry"), ("enroll", 1, "next:ok")],
         "pay was not run again; enroll got fresh attempts"
     );
     let actions = db::runs::actions(&db.pool, id).await.unwrap();
@@ -107,13 +87,7 @@ async fn a_parked_run_replays_from_its_failed_step_with_its_context() {
         ),
         ("replay", "LMS is back", "ana@ops", "parked")
     );
-    assert!(
-        matches!(
-            engine.replay(id, "again", "ops").await,
-            Err(Error::Conflict(_))
-        ),
-        "a succeeded run is final"
-    );
+    assert!(matches!(engine.replay(id, "again", "ops").await, Err(Error::Conflict(_))), "a succeeded run is final");
 }
 
 #[tokio::test]
@@ -121,34 +95,16 @@ async fn cancel_sends_a_run_down_its_cancel_path() {
     let db = TestDb::new().await;
     let engine = setup(&db, BrokenUntilFixed::default());
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "enroll", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "enroll", "k", &json!({})).await.unwrap().run_id;
     wait_for_status(&db.pool, id, "parked").await;
 
-    assert_eq!(
-        engine.cancel(id, "buyer asked", "ops").await.unwrap(),
-        Cancellation::Applied
-    );
+    assert_eq!(engine.cancel(id, "buyer asked", "ops").await.unwrap(), Cancellation::Applied);
     let run = wait_for_status(&db.pool, id, "cancelled").await;
     worker.stop().await;
     assert_eq!(run.cancel_reason.as_deref(), Some("buyer asked"));
-    let last = db::runs::history(&db.pool, id)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(
-        (last.step.as_str(), last.outcome.as_str()),
-        ("undo", "next:ok"),
-        "the cancel path ran"
-    );
-    assert!(matches!(
-        engine.cancel(id, "again", "ops").await,
-        Err(Error::Conflict(_))
-    ));
+    let last = db::runs::history(&db.pool, id).await.unwrap().pop().unwrap();
+    assert_eq!((last.step.as_str(), last.outcome.as_str()), ("undo", "next:ok"), "the cancel path ran");
+    assert!(matches!(engine.cancel(id, "again", "ops").await, Err(Error::Conflict(_))));
 }
 
 const GATED: &str = r#"
@@ -178,39 +134,21 @@ async fn cancel_while(step: &str) -> (TestDb, bursar::db::runs::Run, Vec<String>
     } else {
         GATED
             .replace("ok = \"enroll\"", "ok = \"succeeded\"")
-            .replace(
-                "[steps.enroll]\nhandler = \"count\"\non = { ok = \"succeeded\" }\n",
-                "",
-            )
+            .replace("[steps.enroll]\nhandler = \"count\"\non = { ok = \"succeeded\" }\n", "")
     };
     let engine = engine(&db.pool, &[&text], h);
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "gated", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
-    wait_for_run(&db.pool, id, std::time::Duration::from_secs(10), |r| {
-        r.status == "running" && r.step == "pay"
-    })
-    .await;
+    let id = engine.start_now(SYSTEM_TENANT, "gated", "k", &json!({})).await.unwrap().run_id;
+    wait_for_run(&db.pool, id, std::time::Duration::from_secs(10), |r| r.status == "running" && r.step == "pay").await;
 
-    assert_eq!(
-        engine.cancel(id, "fraud", "ops").await.unwrap(),
-        Cancellation::Requested
-    );
+    assert_eq!(engine.cancel(id, "fraud", "ops").await.unwrap(), Cancellation::Requested);
     gate.notify_waiters();
     let run = wait_for_run(&db.pool, id, std::time::Duration::from_secs(10), |r| {
         r.status == "cancelled" || r.status == "succeeded"
     })
     .await;
     worker.stop().await;
-    let steps = db::runs::history(&db.pool, id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.step)
-        .collect();
+    let steps = db::runs::history(&db.pool, id).await.unwrap().into_iter().map(|h| h.step).collect();
     (db, run, steps)
 }
 
@@ -219,11 +157,7 @@ async fn cancelling_a_running_step_takes_effect_when_it_commits() {
     let (_db, run, steps) = cancel_while("pay").await;
     assert_eq!(run.status, "cancelled");
     assert!(run.cancel_requested_at.is_none());
-    assert_eq!(
-        steps,
-        ["pay", "undo"],
-        "pay's result committed, then the cancel path ran instead of enroll"
-    );
+    assert_eq!(steps, ["pay", "undo"], "pay's result committed, then the cancel path ran instead of enroll");
 }
 
 #[tokio::test]
@@ -231,10 +165,7 @@ async fn a_cancel_that_arrives_while_the_last_step_commits_is_too_late() {
     // pay routes straight to succeeded here: the run is done when its result lands.
     let (_db, run, steps) = cancel_while("last").await;
     assert_eq!(run.status, "succeeded");
-    assert!(
-        run.cancel_requested_at.is_none(),
-        "the stale request is cleared"
-    );
+    assert!(run.cancel_requested_at.is_none(), "the stale request is cleared");
     assert_eq!(steps, ["pay"]);
 }
 

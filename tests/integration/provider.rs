@@ -28,11 +28,7 @@ pub struct FakeProvider {
 impl FakeProvider {
     pub async fn start(&self) -> MockServer {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/charges"))
-            .respond_with(self.clone())
-            .mount(&server)
-            .await;
+        Mock::given(method("POST")).and(path("/charges")).respond_with(self.clone()).mount(&server).await;
         Mock::given(method("GET"))
             .and(path_regex("^/charges/.+$"))
             .respond_with(Lookups(self.clone()))
@@ -52,20 +48,10 @@ fn charge(key: &str) -> Value {
 
 impl Respond for FakeProvider {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        let Some(key) = req
-            .headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return ResponseTemplate::new(400)
-                .set_body_json(json!({"error": "Idempotency-Key required"}));
+        let Some(key) = req.headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": "Idempotency-Key required"}));
         };
-        *self
-            .posts
-            .lock()
-            .unwrap()
-            .entry(key.to_owned())
-            .or_default() += 1;
+        *self.posts.lock().unwrap().entry(key.to_owned()).or_default() += 1;
         let response = ResponseTemplate::new(200).set_body_json(charge(key));
         if self.lose_first_answer.swap(false, Ordering::SeqCst) {
             return response.set_delay(Duration::from_secs(120));
@@ -101,10 +87,7 @@ pub struct ChargeHandler {
 
 impl ChargeHandler {
     pub fn new(base_url: String, timeout: Duration) -> Self {
-        ChargeHandler {
-            base_url,
-            client: reqwest::Client::builder().timeout(timeout).build().unwrap(),
-        }
+        ChargeHandler { base_url, client: reqwest::Client::builder().timeout(timeout).build().unwrap() }
     }
 }
 
@@ -116,20 +99,13 @@ impl StepHandler for ChargeHandler {
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let call = |key: String| async move {
-            let sent = self
-                .client
-                .post(format!("{}/charges", self.base_url))
-                .header("Idempotency-Key", &key)
-                .send()
-                .await;
+            let sent =
+                self.client.post(format!("{}/charges", self.base_url)).header("Idempotency-Key", &key).send().await;
             match sent {
-                Ok(r) if r.status().is_success() => r
-                    .json::<Value>()
-                    .await
-                    .map_err(|e| CallError::Unknown(e.to_string())),
-                Ok(r) if r.status().is_client_error() => {
-                    Err(CallError::Definitive(r.status().to_string()))
+                Ok(r) if r.status().is_success() => {
+                    r.json::<Value>().await.map_err(|e| CallError::Unknown(e.to_string()))
                 }
+                Ok(r) if r.status().is_client_error() => Err(CallError::Definitive(r.status().to_string())),
                 Ok(r) => Err(CallError::Unknown(r.status().to_string())),
                 Err(e) => Err(CallError::Unknown(e.to_string())),
             }
@@ -137,11 +113,9 @@ impl StepHandler for ChargeHandler {
         let lookup = |key: String| async move {
             let url = format!("{}/charges/{}", self.base_url, key.replace(':', "%3A"));
             match self.client.get(url).send().await {
-                Ok(r) if r.status().is_success() => r
-                    .json::<Value>()
-                    .await
-                    .map(Lookup::Succeeded)
-                    .map_err(|e| CallError::Unknown(e.to_string())),
+                Ok(r) if r.status().is_success() => {
+                    r.json::<Value>().await.map(Lookup::Succeeded).map_err(|e| CallError::Unknown(e.to_string()))
+                }
                 Ok(r) if r.status() == 404 => Ok(Lookup::NotApplied),
                 Ok(r) => Err(CallError::Unknown(r.status().to_string())),
                 Err(e) => Err(CallError::Unknown(e.to_string())),

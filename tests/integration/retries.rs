@@ -23,11 +23,7 @@ impl StepHandler for Flaky {
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         assert_eq!(ctx.attempt, n, "the attempt number counts every try");
-        if n <= self.failures {
-            Outcome::retry(format!("provider down ({n})"))
-        } else {
-            Outcome::next("ok")
-        }
+        if n <= self.failures { Outcome::retry(format!("provider down ({n})")) } else { Outcome::next("ok") }
     }
 }
 
@@ -53,17 +49,9 @@ async fn setup(handler: impl StepHandler) -> (TestDb, bursar::engine::Engine) {
 #[tokio::test]
 async fn retries_wait_the_policys_backoff_then_succeed() {
     let calls = Arc::new(AtomicU32::new(0));
-    let (db, engine) = setup(Flaky {
-        failures: 2,
-        calls: calls.clone(),
-    })
-    .await;
+    let (db, engine) = setup(Flaky { failures: 2, calls: calls.clone() }).await;
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
     wait_for_status(&db.pool, id, "succeeded").await;
     worker.stop().await;
 
@@ -82,30 +70,15 @@ async fn retries_wait_the_policys_backoff_then_succeed() {
 #[tokio::test]
 async fn a_step_that_keeps_failing_is_parked_with_the_reason() {
     let calls = Arc::new(AtomicU32::new(0));
-    let (db, engine) = setup(Flaky {
-        failures: u32::MAX,
-        calls: calls.clone(),
-    })
-    .await;
+    let (db, engine) = setup(Flaky { failures: u32::MAX, calls: calls.clone() }).await;
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
     let run = wait_for_status(&db.pool, id, "parked").await;
     worker.stop().await;
 
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        3,
-        "max_attempts = 3 means three calls, no more"
-    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "max_attempts = 3 means three calls, no more");
     assert_eq!(run.step, "call");
-    assert_eq!(
-        run.last_error.as_deref(),
-        Some("retries exhausted after 3 attempts: provider down (3)")
-    );
+    assert_eq!(run.last_error.as_deref(), Some("retries exhausted after 3 attempts: provider down (3)"));
     assert_eq!(db::runs::history(&db.pool, id).await.unwrap().len(), 3);
 }
 
@@ -131,21 +104,11 @@ impl StepHandler for Slow {
 async fn a_step_that_times_out_or_panics_is_retried() {
     let (db, engine) = setup(Slow).await;
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "one", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
     wait_for_status(&db.pool, id, "succeeded").await;
     worker.stop().await;
     let h = db::runs::history(&db.pool, id).await.unwrap();
-    assert_eq!(
-        h[0].error.as_deref(),
-        Some("the step timed out after 300ms")
-    );
-    assert_eq!(
-        h[1].error.as_deref(),
-        Some("the handler panicked: bug in attempt two")
-    );
+    assert_eq!(h[0].error.as_deref(), Some("the step timed out after 300ms"));
+    assert_eq!(h[1].error.as_deref(), Some("the handler panicked: bug in attempt two"));
     assert_eq!(h[2].outcome, "next:ok");
 }

@@ -27,10 +27,7 @@ async fn a_run_completes_every_step_and_records_each_attempt() {
     let engine = engine(&db.pool, &[TWO_STEPS], h);
     let worker = spawn_worker(&engine, fast_worker());
 
-    let started = engine
-        .start_now(SYSTEM_TENANT, "two", "k1", &json!({"order": 7}))
-        .await
-        .unwrap();
+    let started = engine.start_now(SYSTEM_TENANT, "two", "k1", &json!({"order": 7})).await.unwrap();
     let run = wait_for_status(&db.pool, started.run_id, "succeeded").await;
     worker.stop().await;
 
@@ -39,16 +36,9 @@ async fn a_run_completes_every_step_and_records_each_attempt() {
     assert_eq!(run.context, json!({"order": 7}));
     assert!(run.finished_at.is_some() && run.lease_owner.is_none());
     let history = db::runs::history(&db.pool, run.id).await.unwrap();
-    let steps: Vec<(&str, &str)> = history
-        .iter()
-        .map(|h| (h.step.as_str(), h.outcome.as_str()))
-        .collect();
+    let steps: Vec<(&str, &str)> = history.iter().map(|h| (h.step.as_str(), h.outcome.as_str())).collect();
     assert_eq!(steps, [("first", "next:ok"), ("second", "next:ok")]);
-    assert!(
-        history
-            .iter()
-            .all(|h| h.finished_at >= h.started_at && h.attempt == 1)
-    );
+    assert!(history.iter().all(|h| h.finished_at >= h.started_at && h.attempt == 1));
 }
 
 #[tokio::test]
@@ -60,37 +50,21 @@ async fn concurrent_starts_with_one_idempotency_key_make_one_run() {
 
     let starts = (0..20).map(|_| {
         let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .start_now(SYSTEM_TENANT, "two", "same-key", &json!({}))
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { engine.start_now(SYSTEM_TENANT, "two", "same-key", &json!({})).await.unwrap() })
     });
     let results: Vec<_> = futures_join(starts).await;
     let created = results.iter().filter(|s| s.created).count();
     assert_eq!(created, 1, "exactly one start creates the run");
-    assert!(
-        results.iter().all(|s| s.run_id == results[0].run_id),
-        "every start answers the same run"
-    );
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM runs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    assert!(results.iter().all(|s| s.run_id == results[0].run_id), "every start answers the same run");
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM runs").fetch_one(&db.pool).await.unwrap();
     assert_eq!(n, 1);
 
     // Another tenant's key space is its own.
-    let other = engine
-        .start_now(uuid::Uuid::now_v7(), "two", "same-key", &json!({}))
-        .await
-        .unwrap();
+    let other = engine.start_now(uuid::Uuid::now_v7(), "two", "same-key", &json!({})).await.unwrap();
     assert!(other.created && other.run_id != results[0].run_id);
 }
 
-async fn futures_join<T: Send + 'static>(
-    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-) -> Vec<T> {
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for t in tasks.collect::<Vec<_>>() {
         out.push(t.await.unwrap());
@@ -104,10 +78,7 @@ async fn a_run_keeps_the_version_it_started_with() {
     let mut h = HandlerRegistry::new();
     h.register("count", Counting::default());
     let v1 = engine(&db.pool, &[TWO_STEPS], h.clone());
-    let started = v1
-        .start_now(SYSTEM_TENANT, "two", "old", &json!({}))
-        .await
-        .unwrap();
+    let started = v1.start_now(SYSTEM_TENANT, "two", "old", &json!({})).await.unwrap();
 
     // A deploy brings v2 (one step fewer) while v1 stays loaded for runs in flight.
     let v2_text = r#"
@@ -119,10 +90,7 @@ async fn a_run_keeps_the_version_it_started_with() {
         on = { ok = "succeeded" }
     "#;
     let both = engine(&db.pool, &[TWO_STEPS, v2_text], h);
-    let newer = both
-        .start_now(SYSTEM_TENANT, "two", "new", &json!({}))
-        .await
-        .unwrap();
+    let newer = both.start_now(SYSTEM_TENANT, "two", "new", &json!({})).await.unwrap();
     let worker = spawn_worker(&both, fast_worker());
     let old = wait_for_status(&db.pool, started.run_id, "succeeded").await;
     let new = wait_for_status(&db.pool, newer.run_id, "succeeded").await;
@@ -141,10 +109,7 @@ async fn a_worker_shutting_down_hands_back_a_step_that_will_not_finish() {
     let mut config = fast_worker();
     config.shutdown_grace = Duration::from_millis(300);
     let worker = spawn_worker(&engine, config);
-    let started = engine
-        .start_now(SYSTEM_TENANT, "two", "k", &json!({}))
-        .await
-        .unwrap();
+    let started = engine.start_now(SYSTEM_TENANT, "two", "k", &json!({})).await.unwrap();
     wait_for_status(&db.pool, started.run_id, "running").await;
 
     worker.stop().await;
@@ -175,16 +140,8 @@ async fn pruning_removes_old_history_of_finished_runs_only() {
     h.register("count", Counting::default());
     let engine = engine(&db.pool, &[TWO_STEPS], h);
     let worker = spawn_worker(&engine, fast_worker());
-    let old = engine
-        .start_now(SYSTEM_TENANT, "two", "old", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
-    let recent = engine
-        .start_now(SYSTEM_TENANT, "two", "recent", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let old = engine.start_now(SYSTEM_TENANT, "two", "old", &json!({})).await.unwrap().run_id;
+    let recent = engine.start_now(SYSTEM_TENANT, "two", "recent", &json!({})).await.unwrap().run_id;
     wait_for_status(&db.pool, old, "succeeded").await;
     wait_for_status(&db.pool, recent, "succeeded").await;
     worker.stop().await;
@@ -194,25 +151,16 @@ async fn pruning_removes_old_history_of_finished_runs_only() {
         .execute(&db.pool)
         .await
         .unwrap();
-    sqlx::query(
-        "UPDATE run_history SET finished_at = now() - interval '40 days' WHERE run_id = $1",
-    )
-    .bind(old)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE run_history SET finished_at = now() - interval '40 days' WHERE run_id = $1")
+        .bind(old)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
     let pruned = db::maintenance::prune(&db.pool, cutoff, 1).await.unwrap();
-    assert_eq!(
-        pruned, 2,
-        "both history rows of the old run, in batches of one"
-    );
+    assert_eq!(pruned, 2, "both history rows of the old run, in batches of one");
     assert!(db::runs::history(&db.pool, old).await.unwrap().is_empty());
     assert_eq!(db::runs::history(&db.pool, recent).await.unwrap().len(), 2);
-    assert_eq!(
-        run(&db.pool, old).await.status,
-        "succeeded",
-        "the run itself is kept"
-    );
+    assert_eq!(run(&db.pool, old).await.status, "succeeded", "the run itself is kept");
 }

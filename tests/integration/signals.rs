@@ -30,9 +30,7 @@ impl StepHandler for AwaitPayment {
                 Outcome::next("paid")
             }
             None => {
-                let deadline = self
-                    .deadline_ms
-                    .map(|ms| Utc::now() + chrono::Duration::milliseconds(ms));
+                let deadline = self.deadline_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms));
                 Outcome::wait(&["paid", "declined"], deadline)
             }
         }
@@ -68,22 +66,12 @@ async fn a_waiting_run_resumes_when_its_signal_arrives() {
     let awaiting = AwaitPayment::default();
     let engine = setup(&db, awaiting.clone());
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "payment", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "payment", "k", &json!({})).await.unwrap().run_id;
     let waiting = wait_for_status(&db.pool, id, "waiting").await;
-    assert_eq!(
-        waiting.waiting_for,
-        Some(vec!["paid".to_string(), "declined".to_string()])
-    );
+    assert_eq!(waiting.waiting_for, Some(vec!["paid".to_string(), "declined".to_string()]));
     assert_eq!(waiting.wake_at, None, "no deadline was asked for");
 
-    let d = engine
-        .signal_now(id, "paid", "evt_1", &json!({"amount": "49.00"}))
-        .await
-        .unwrap();
+    let d = engine.signal_now(id, "paid", "evt_1", &json!({"amount": "49.00"})).await.unwrap();
     assert_eq!(d, Delivery::Stored { woke: true });
     let run = wait_for_status(&db.pool, id, "succeeded").await;
     worker.stop().await;
@@ -97,16 +85,9 @@ async fn a_signal_that_arrives_before_the_wait_is_kept_and_consumed() {
     let db = TestDb::new().await;
     let awaiting = AwaitPayment::default();
     let engine = setup(&db, awaiting.clone());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "payment", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "payment", "k", &json!({})).await.unwrap().run_id;
     // No worker yet: the run has not reached its wait when the webhook comes.
-    let d = engine
-        .signal_now(id, "paid", "evt_early", &json!({"early": true}))
-        .await
-        .unwrap();
+    let d = engine.signal_now(id, "paid", "evt_early", &json!({"early": true})).await.unwrap();
     assert_eq!(d, Delivery::Stored { woke: false });
 
     let worker = spawn_worker(&engine, fast_worker());
@@ -122,23 +103,14 @@ async fn a_duplicated_signal_has_one_effect() {
     let awaiting = AwaitPayment::default();
     let engine = setup(&db, awaiting.clone());
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "payment", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "payment", "k", &json!({})).await.unwrap().run_id;
     wait_for_status(&db.pool, id, "waiting").await;
 
     // The provider delivers the same event ten times at once.
     let deliveries: Vec<_> = (0..10)
         .map(|_| {
             let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .signal_now(id, "paid", "evt_dup", &json!({"n": 1}))
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { engine.signal_now(id, "paid", "evt_dup", &json!({"n": 1})).await.unwrap() })
         })
         .collect();
     let mut stored = 0;
@@ -150,64 +122,26 @@ async fn a_duplicated_signal_has_one_effect() {
     assert_eq!(stored, 1);
     wait_for_status(&db.pool, id, "succeeded").await;
     // And once more after the run finished.
-    assert_eq!(
-        engine
-            .signal_now(id, "paid", "evt_dup", &json!({"n": 1}))
-            .await
-            .unwrap(),
-        Delivery::Duplicate
-    );
+    assert_eq!(engine.signal_now(id, "paid", "evt_dup", &json!({"n": 1})).await.unwrap(), Delivery::Duplicate);
     worker.stop().await;
-    assert_eq!(
-        awaiting.seen.lock().unwrap().len(),
-        1,
-        "the step saw the event once"
-    );
+    assert_eq!(awaiting.seen.lock().unwrap().len(), 1, "the step saw the event once");
     assert_eq!(db::signals::for_run(&db.pool, id).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_deadline_fires_the_timer_step() {
     let db = TestDb::new().await;
-    let engine = setup(
-        &db,
-        AwaitPayment {
-            deadline_ms: Some(300),
-            ..Default::default()
-        },
-    );
+    let engine = setup(&db, AwaitPayment { deadline_ms: Some(300), ..Default::default() });
     let worker = spawn_worker(&engine, fast_worker());
-    let id = engine
-        .start_now(SYSTEM_TENANT, "payment", "k", &json!({}))
-        .await
-        .unwrap()
-        .run_id;
+    let id = engine.start_now(SYSTEM_TENANT, "payment", "k", &json!({})).await.unwrap().run_id;
     let waiting = wait_for_status(&db.pool, id, "waiting").await;
     assert!(waiting.wake_at.is_some());
-    let run = wait_for_run(&db.pool, id, Duration::from_secs(10), |r| {
-        r.status == "failed"
-    })
-    .await;
+    let run = wait_for_run(&db.pool, id, Duration::from_secs(10), |r| r.status == "failed").await;
     worker.stop().await;
-    assert_eq!(
-        run.failure_code.as_deref(),
-        Some("ok"),
-        "expire's `ok` routes to failed"
-    );
+    assert_eq!(run.failure_code.as_deref(), Some("ok"), "expire's `ok` routes to failed");
     let h = db::runs::history(&db.pool, id).await.unwrap();
-    let path: Vec<_> = h
-        .iter()
-        .map(|e| (e.step.as_str(), e.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        path,
-        [
-            ("prepare", "next:ok"),
-            ("await", "wait"),
-            ("await", "deadline"),
-            ("expire", "next:ok")
-        ]
-    );
+    let path: Vec<_> = h.iter().map(|e| (e.step.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(path, [("prepare", "next:ok"), ("await", "wait"), ("await", "deadline"), ("expire", "next:ok")]);
     assert!(h[2].started_at >= h[1].finished_at + chrono::Duration::milliseconds(250));
 }
 
@@ -215,9 +149,6 @@ async fn a_deadline_fires_the_timer_step() {
 async fn a_signal_for_an_unknown_run_is_refused() {
     let db = TestDb::new().await;
     let engine = setup(&db, AwaitPayment::default());
-    let err = engine
-        .signal_now(uuid::Uuid::now_v7(), "paid", "e", &json!({}))
-        .await
-        .unwrap_err();
+    let err = engine.signal_now(uuid::Uuid::now_v7(), "paid", "e", &json!({})).await.unwrap_err();
     assert!(matches!(err, bursar::engine::Error::NotFound));
 }

@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use bursar::db;
 use bursar::db::runs::Run;
 use bursar::engine::{
-    Definition, Engine, HandlerRegistry, Maintenance, MaintenanceConfig, Outcome, StepCtx,
-    StepHandler, WorkerConfig,
+    Definition, Engine, HandlerRegistry, Maintenance, MaintenanceConfig, Outcome, StepCtx, StepHandler, WorkerConfig,
 };
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
@@ -19,8 +18,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub fn server_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| bursar::config::DEFAULT_DATABASE_URL.to_owned())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| bursar::config::DEFAULT_DATABASE_URL.to_owned())
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -41,10 +39,7 @@ impl TestDb {
         let mut admin = PgConnection::connect(&with_database(&server_url(), "postgres"))
             .await
             .expect("PostgreSQL answers at DATABASE_URL (run ops/pg-up)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
         let url = with_database(&server_url(), &name);
         let pool = db::connect(&url, 12).await.unwrap();
         db::migrate(&pool).await.unwrap();
@@ -53,10 +48,7 @@ impl TestDb {
 }
 
 pub fn engine(pool: &PgPool, definitions: &[&str], handlers: HandlerRegistry) -> Engine {
-    let defs = definitions
-        .iter()
-        .map(|d| Definition::parse(d).unwrap())
-        .collect();
+    let defs = definitions.iter().map(|d| Definition::parse(d).unwrap()).collect();
     Engine::new(pool.clone(), defs, handlers).unwrap()
 }
 
@@ -96,9 +88,7 @@ pub fn spawn_worker(engine: &Engine, config: WorkerConfig) -> Running {
 }
 
 /// Maintenance that rescues expired leases every second.
-pub fn spawn_maintenance(
-    pool: &PgPool,
-) -> (Arc<std::sync::atomic::AtomicBool>, watch::Sender<bool>) {
+pub fn spawn_maintenance(pool: &PgPool) -> (Arc<std::sync::atomic::AtomicBool>, watch::Sender<bool>) {
     let config = MaintenanceConfig {
         rescue_schedule: "* * * * * *".into(),
         leader_retry: Duration::from_millis(200),
@@ -114,19 +104,11 @@ pub fn spawn_maintenance(
 }
 
 pub async fn run(pool: &PgPool, id: Uuid) -> Run {
-    db::runs::get(pool, id)
-        .await
-        .unwrap()
-        .expect("the run exists")
+    db::runs::get(pool, id).await.unwrap().expect("the run exists")
 }
 
 /// Waits until the run satisfies `done`, failing the test after `within`.
-pub async fn wait_for_run(
-    pool: &PgPool,
-    id: Uuid,
-    within: Duration,
-    done: impl Fn(&Run) -> bool,
-) -> Run {
+pub async fn wait_for_run(pool: &PgPool, id: Uuid, within: Duration, done: impl Fn(&Run) -> bool) -> Run {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let r = run(pool, id).await;
@@ -148,10 +130,7 @@ pub async fn wait_for_status(pool: &PgPool, id: Uuid, status: &str) -> Run {
 pub async fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,197 @@
+//! `POST /v1/purchases` (with Idempotency-Key), `GET /v1/purchases/{id}`,
+//! `GET /v1/purchases`. A purchase is created together with the run that
+//! carries it out, in one transaction with its idempotency key.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, from_value};
+use super::{AppState, ids};
+use crate::db;
+use crate::db::purchases::PurchaseRow;
+use crate::domain::money::{Currency, Money, MoneyJson};
+use crate::domain::purchase::{NewPurchase, PurchaseInput};
+
+const ENDPOINT: &str = "POST /v1/purchases";
+
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::invalid(Some("Idempotency-Key"), "this request needs an Idempotency-Key header"))?;
+    let key =
+        key.to_str().map_err(|_| ApiError::invalid(Some("Idempotency-Key"), "the key must be printable ASCII"))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::invalid(Some("Idempotency-Key"), "an Idempotency-Key has 1 to 255 characters"));
+    }
+    Ok(key.to_owned())
+}
+
+/// The same request whatever its key order or whitespace.
+fn request_hash(body: &Value) -> Vec<u8> {
+    Sha256::digest(body.to_string().as_bytes()).to_vec()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let hash = request_hash(&body);
+    let new = NewPurchase::parse(from_value::<PurchaseInput>(body)?)?;
+    if state.providers.get(&new.provider).is_none() {
+        return Err(ApiError::unprocessable(
+            Some("payment.provider"),
+            format!("the `{}` provider is not configured on this Bursar", new.provider),
+        ));
+    }
+
+    let mut tx = state.pool.begin().await?;
+    let tenant = caller.tenant_id;
+    if let Some((first_hash, status, response)) =
+        db::purchases::claim_idempotency_key(&mut tx, tenant, ENDPOINT, &key, &hash).await?
+    {
+        if first_hash != hash {
+            return Err(ApiError::idempotency_mismatch());
+        }
+        let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
+        return Ok((status, Json(response)));
+    }
+    let offering = db::offerings::get(&mut *tx, tenant, &new.offering_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("offering").with_field("offering_id"))?;
+    let currency: Currency = offering.currency.parse().map_err(ApiError::internal)?;
+    let price = Money::new(offering.price_amount, currency).map_err(ApiError::internal)?;
+    let total = price.times(new.quantity).map_err(|e| ApiError::invalid(Some("quantity"), e))?;
+
+    let customer_id = db::purchases::upsert_customer(&mut tx, tenant, &new).await?;
+    let purchase_id = Uuid::now_v7();
+    let run = state
+        .engine
+        .start(&mut tx, tenant, "purchase", &format!("purchase:{purchase_id}"), &json!({"purchase_id": purchase_id}))
+        .await
+        .map_err(ApiError::internal)?;
+    let insert = db::purchases::Insert {
+        id: purchase_id,
+        tenant_id: tenant,
+        customer_id,
+        currency: currency.code(),
+        total_minor: total.minor_units(),
+        run_id: run.run_id,
+        purchase: &new,
+    };
+    db::purchases::insert(&mut tx, &insert).await?;
+    let response = read(&mut tx, tenant, purchase_id).await?.ok_or_else(|| ApiError::internal("purchase vanished"))?;
+    db::purchases::store_idempotent_response(&mut tx, tenant, ENDPOINT, &key, 201, &response).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ids::parse_purchase(&id).ok_or_else(|| ApiError::not_found("purchase"))?;
+    let mut conn = state.pool.acquire().await?;
+    read(&mut conn, caller.tenant_id, id).await?.map(Json).ok_or_else(|| ApiError::not_found("purchase"))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    customer_id: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+const STATUSES: [&str; 7] =
+    ["processing", "requires_action", "completed", "failed", "cancelled", "refunded", "partially_refunded"];
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(Some("limit"), "limit is from 1 to 500"));
+    }
+    let customer_id = match q.customer_id.as_deref() {
+        None => None,
+        Some(c) => {
+            Some(ids::parse_customer(c).ok_or_else(|| ApiError::invalid(Some("customer_id"), "not a customer id"))?)
+        }
+    };
+    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(ApiError::invalid(Some("status"), format!("`{s}` is not one of {}", STATUSES.join(", "))));
+    }
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(ids::parse_purchase(c).ok_or_else(|| ApiError::invalid(Some("cursor"), "not a cursor"))?),
+    };
+    let filter = db::purchases::ListFilter { customer_id, status: q.status, before, limit: limit + 1 };
+    let mut rows = db::purchases::list(&state.pool, caller.tenant_id, &filter).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more.then(|| rows.last().map(|r| ids::purchase(r.id))).flatten();
+    let mut conn = state.pool.acquire().await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in &rows {
+        data.push(to_json(&mut conn, row).await?);
+    }
+    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
+}
+
+async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<Value>, ApiError> {
+    match db::purchases::get(conn, tenant_id, id).await? {
+        Some(row) => Ok(Some(to_json(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn to_json(conn: &mut PgConnection, p: &PurchaseRow) -> Result<Value, ApiError> {
+    let currency: Currency = p.currency.parse().map_err(ApiError::internal)?;
+    let money = |minor: i64| MoneyJson::from(Money::from_minor(minor, currency));
+    let seats: Vec<Value> = db::purchases::seats(conn, p.id)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": ids::seat(s.id),
+                "status": s.status,
+                "assignee": (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some())
+                    .then(|| json!({"email": s.assignee_email, "lms_user_id": s.assignee_lms_user_id})),
+                "enrolled_at": s.enrolled_at,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": ids::purchase(p.id),
+        "status": p.status,
+        "offering_id": p.offering_id,
+        "quantity": p.quantity,
+        "total": money(p.total_minor),
+        "customer_id": ids::customer(p.customer_id),
+        "payment": {
+            "provider": p.provider,
+            "status": p.payment_status,
+            "reference": p.payment_reference,
+            "captured": money(p.captured_minor),
+            "refunded": money(p.refunded_minor),
+            "next_action": p.next_action,
+        },
+        "seats": seats,
+        "failure": (p.status == "failed").then(|| json!({"code": p.failure_code})),
+        "run": {"id": ids::run(p.run_id), "status": p.run_status, "step": p.run_step},
+        "created_at": p.created_at,
+    }))
+}

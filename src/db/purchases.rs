@@ -1,0 +1,349 @@
+//! Customers, purchases, seats and the idempotency keys of their requests.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::purchase::NewPurchase;
+
+/// Finds or creates the customer for (tenant, email), linking the LMS user id
+/// when one becomes known.
+pub async fn upsert_customer(conn: &mut PgConnection, tenant_id: Uuid, p: &NewPurchase) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO customers (id, tenant_id, email, name, lms_user_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, email) DO UPDATE SET
+            name = COALESCE(excluded.name, customers.name),
+            lms_user_id = COALESCE(excluded.lms_user_id, customers.lms_user_id)
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(&p.email)
+    .bind(&p.name)
+    .bind(&p.lms_user_id)
+    .fetch_one(conn)
+    .await
+}
+
+pub struct Insert<'a> {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub customer_id: Uuid,
+    pub currency: &'a str,
+    pub total_minor: i64,
+    pub run_id: Uuid,
+    pub purchase: &'a NewPurchase,
+}
+
+pub async fn insert(conn: &mut PgConnection, p: &Insert<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO purchases (id, tenant_id, offering_id, quantity, customer_id, currency, total_minor,
+                                provider, payment_method, enrollment_mode, run_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(p.id)
+    .bind(p.tenant_id)
+    .bind(&p.purchase.offering_id)
+    .bind(p.purchase.quantity as i32)
+    .bind(p.customer_id)
+    .bind(p.currency)
+    .bind(p.total_minor)
+    .bind(&p.purchase.provider)
+    .bind(&p.purchase.payment_method)
+    .bind(p.purchase.enrollment_mode)
+    .bind(p.run_id)
+    .execute(&mut *conn)
+    .await?;
+    for position in 0..p.purchase.quantity as usize {
+        let assignee = p.purchase.assignees.get(position);
+        sqlx::query(
+            "INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email, assignee_lms_user_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(p.tenant_id)
+        .bind(p.id)
+        .bind(position as i32)
+        .bind(assignee.and_then(|a| a.email.clone()))
+        .bind(assignee.and_then(|a| a.lms_user_id.clone()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PurchaseRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub offering_id: String,
+    pub quantity: i32,
+    pub customer_id: Uuid,
+    pub currency: String,
+    pub total_minor: i64,
+    pub provider: String,
+    pub payment_method: String,
+    pub payment_status: String,
+    pub payment_reference: Option<String>,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub next_action: Option<Value>,
+    pub seats_reserved: bool,
+    pub enrollment_mode: String,
+    pub run_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Derived from the run and the money (see STATUS).
+    pub status: String,
+    // From the run, which says where the purchase is.
+    pub run_status: String,
+    pub run_step: String,
+    pub failure_code: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SeatRow {
+    pub id: Uuid,
+    pub status: String,
+    pub assignee_email: Option<String>,
+    pub assignee_lms_user_id: Option<String>,
+    pub enrolled_at: Option<DateTime<Utc>>,
+}
+
+/// A purchase's status as the API shows it: where its run is, and how much
+/// of what was captured has been refunded. One definition, used for reading
+/// and for filtering.
+const STATUS: &str = "CASE
+        WHEN r.status = 'succeeded' AND p.refunded_minor = 0 THEN 'completed'
+        WHEN r.status = 'succeeded' AND p.refunded_minor < p.captured_minor THEN 'partially_refunded'
+        WHEN r.status = 'succeeded' THEN 'refunded'
+        WHEN r.status IN ('failed', 'cancelled') THEN r.status
+        WHEN p.payment_status = 'requires_action' THEN 'requires_action'
+        ELSE 'processing' END";
+
+const PURCHASE_COLUMNS: &str = "p.id, p.tenant_id, p.offering_id, p.quantity, p.customer_id, p.currency, \
+    p.total_minor, p.provider, p.payment_method, p.payment_status, p.payment_reference, p.authorized_minor, \
+    p.captured_minor, p.refunded_minor, p.next_action, p.seats_reserved, p.enrollment_mode, p.run_id, \
+    p.created_at, r.status AS run_status, r.step AS run_step, r.failure_code";
+
+fn select() -> String {
+    format!("SELECT {PURCHASE_COLUMNS}, {STATUS} AS status FROM purchases p JOIN runs r ON r.id = p.run_id")
+}
+
+pub async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<PurchaseRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{} WHERE p.tenant_id = $1 AND p.id = $2", select())))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// For a step: the purchase by id alone (the run already belongs to its tenant).
+pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<PurchaseRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{} WHERE p.id = $1", select()))).bind(id).fetch_optional(pool).await
+}
+
+pub async fn seats(conn: &mut PgConnection, purchase_id: Uuid) -> Result<Vec<SeatRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status, assignee_email, assignee_lms_user_id, enrolled_at FROM seats
+         WHERE purchase_id = $1 ORDER BY position",
+    )
+    .bind(purchase_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub struct ListFilter {
+    pub customer_id: Option<Uuid>,
+    pub status: Option<String>,
+    /// Purchases older than this one (keyset pagination on the time-ordered id).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn list(pool: &PgPool, tenant_id: Uuid, f: &ListFilter) -> Result<Vec<PurchaseRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} WHERE p.tenant_id = $1 AND ($2::uuid IS NULL OR p.customer_id = $2) AND ($3::uuid IS NULL OR p.id < $3)
+           AND ($5::text IS NULL OR {STATUS} = $5)
+         ORDER BY p.id DESC LIMIT $4",
+        select()
+    )))
+    .bind(tenant_id)
+    .bind(f.customer_id)
+    .bind(f.before)
+    .bind(f.limit)
+    .bind(&f.status)
+    .fetch_all(pool)
+    .await
+}
+
+/// Takes the purchase's seats from its offering, once: a retried step finds
+/// them reserved. False when the offering has too few seats left.
+pub async fn reserve_seats(pool: &PgPool, purchase_id: Uuid) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (reserved, tenant_id, offering_id, quantity): (bool, Uuid, String, i32) = sqlx::query_as(
+        "SELECT seats_reserved, tenant_id, offering_id, quantity FROM purchases WHERE id = $1 FOR UPDATE",
+    )
+    .bind(purchase_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if reserved {
+        return Ok(true);
+    }
+    let taken = sqlx::query(
+        "UPDATE offerings SET seats_taken = seats_taken + $3, updated_at = clock_timestamp()
+         WHERE tenant_id = $1 AND id = $2 AND (capacity IS NULL OR seats_taken + $3 <= capacity)",
+    )
+    .bind(tenant_id)
+    .bind(&offering_id)
+    .bind(quantity)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if taken {
+        sqlx::query("UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp() WHERE id = $1")
+            .bind(purchase_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(taken)
+}
+
+/// Gives the purchase's seats back to its offering, once, and cancels them.
+pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released: Option<(Uuid, String, i32)> = sqlx::query_as(
+        "UPDATE purchases SET seats_reserved = false, updated_at = clock_timestamp()
+         WHERE id = $1 AND seats_reserved RETURNING tenant_id, offering_id, quantity",
+    )
+    .bind(purchase_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((tenant_id, offering_id, quantity)) = released {
+        sqlx::query("UPDATE offerings SET seats_taken = seats_taken - $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(&offering_id)
+            .bind(quantity)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE seats SET status = 'cancelled' WHERE purchase_id = $1 AND status = 'unassigned'")
+        .bind(purchase_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub async fn set_payment(
+    pool: &PgPool,
+    purchase_id: Uuid,
+    status: &str,
+    reference: Option<&str>,
+    authorized_minor: Option<i64>,
+    captured_minor: Option<i64>,
+    next_action: Option<&Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE purchases SET payment_status = $2, payment_reference = COALESCE($3, payment_reference),
+                authorized_minor = COALESCE($4, authorized_minor), captured_minor = COALESCE($5, captured_minor),
+                next_action = $6, updated_at = clock_timestamp()
+         WHERE id = $1",
+    )
+    .bind(purchase_id)
+    .bind(status)
+    .bind(reference)
+    .bind(authorized_minor)
+    .bind(captured_minor)
+    .bind(next_action)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records the enrollment of every assigned seat (the `none` LMS target).
+pub async fn activate_assigned_seats(pool: &PgPool, purchase_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE seats SET status = 'active', enrolled_at = clock_timestamp()
+         WHERE purchase_id = $1 AND status = 'unassigned'
+           AND (assignee_email IS NOT NULL OR assignee_lms_user_id IS NOT NULL)",
+    )
+    .bind(purchase_id)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The purchase whose payment has this provider reference, for webhooks.
+pub async fn by_reference(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    provider: &str,
+    reference: &str,
+) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, run_id FROM purchases WHERE tenant_id = $1 AND provider = $2 AND payment_reference = $3")
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(reference)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Claims an idempotency key for a request, or returns what the first
+/// request with it stored. Waits for a concurrent first request to commit.
+pub async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    endpoint: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<(Vec<u8>, i32, Value)>, sqlx::Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, endpoint, key, request_hash, status_code, response)
+         VALUES ($1, $2, $3, $4, 0, 'null') ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(endpoint)
+    .bind(key)
+    .bind(request_hash)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    sqlx::query_as(
+        "SELECT request_hash, status_code, response FROM idempotency_keys
+         WHERE tenant_id = $1 AND endpoint = $2 AND key = $3",
+    )
+    .bind(tenant_id)
+    .bind(endpoint)
+    .bind(key)
+    .fetch_one(conn)
+    .await
+    .map(Some)
+}
+
+pub async fn store_idempotent_response(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    endpoint: &str,
+    key: &str,
+    status: u16,
+    response: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $4, response = $5 WHERE tenant_id = $1 AND endpoint = $2 AND key = $3",
+    )
+    .bind(tenant_id)
+    .bind(endpoint)
+    .bind(key)
+    .bind(status as i32)
+    .bind(response)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The purchase workflow's steps (workflows/purchase.toml). Each loads the
+//! purchase, calls out through the effects ledger, and records what happened;
+//! every write is idempotent, so a step that runs again after a crash finds
+//! its work done.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::purchases::PurchaseRow;
+use crate::domain::money::{Currency, Money};
+use crate::engine::{CallError, Lookup, Outcome, StepCtx, StepHandler};
+use crate::providers::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Providers};
+
+/// How long a buyer has to complete an action (3-D Secure, an approval).
+const ACTION_DEADLINE: chrono::Duration = chrono::Duration::hours(1);
+
+async fn load(ctx: &StepCtx) -> Result<PurchaseRow, Outcome> {
+    let id = ctx.context["purchase_id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    let Some(id) = id else {
+        return Err(Outcome::park("the run's context names no purchase"));
+    };
+    match db::purchases::by_id(ctx.pool(), id).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(Outcome::park(format!("purchase {id} does not exist"))),
+        Err(e) => Err(Outcome::retry(e)),
+    }
+}
+
+fn total(p: &PurchaseRow) -> Result<Money, Outcome> {
+    let currency: Currency = p.currency.parse().map_err(|e| Outcome::park(format!("{e}")))?;
+    Ok(Money::from_minor(p.total_minor, currency))
+}
+
+fn call_error(e: ProviderError) -> CallError {
+    match e {
+        ProviderError::Rejected(m) => CallError::Definitive(m),
+        ProviderError::Unavailable(m) => CallError::Unknown(m),
+    }
+}
+
+/// What the provider answered to an earlier request with this key.
+async fn lookup<T: serde::de::DeserializeOwned>(
+    provider: &dyn PaymentProvider,
+    key: &str,
+) -> Result<Lookup<T>, CallError> {
+    match provider.lookup(key).await.map_err(call_error)? {
+        Some(v) => serde_json::from_value(v).map(Lookup::Succeeded).map_err(|e| CallError::Unknown(e.to_string())),
+        None => Ok(Lookup::NotApplied),
+    }
+}
+
+fn provider_for(providers: &Providers, p: &PurchaseRow) -> Result<Arc<dyn PaymentProvider>, Outcome> {
+    providers.get(&p.provider).ok_or_else(|| Outcome::park(format!("provider `{}` is not configured", p.provider)))
+}
+
+macro_rules! try_outcome {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(outcome) => return outcome,
+        }
+    };
+}
+
+pub struct ReserveSeats;
+
+#[async_trait]
+impl StepHandler for ReserveSeats {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok", "sold_out"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        match db::purchases::reserve_seats(ctx.pool(), p.id).await {
+            Ok(true) => Outcome::next("ok"),
+            Ok(false) => Outcome::next("sold_out"),
+            Err(e) => Outcome::retry(e),
+        }
+    }
+}
+
+pub struct Authorize(pub Providers);
+
+#[async_trait]
+impl StepHandler for Authorize {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok", "declined"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        let amount = try_outcome!(total(&p));
+        let pool = ctx.pool().clone();
+        // Resumed by the provider's webhook after the buyer acted.
+        if let Some(signal) = ctx.signal.clone() {
+            let (status, authorized, label) = match signal.name.as_str() {
+                "payment.authorized" => ("authorized", Some(p.total_minor), "ok"),
+                _ => ("declined", None, "declined"),
+            };
+            return match db::purchases::set_payment(&pool, p.id, status, None, authorized, None, None).await {
+                Ok(()) => Outcome::next(label),
+                Err(e) => Outcome::retry(e),
+            };
+        }
+        let provider = try_outcome!(provider_for(&self.0, &p));
+        let answer = ctx
+            .effect(
+                "authorize",
+                |key| async move {
+                    let req = AuthorizeRequest {
+                        tenant_id: p.tenant_id,
+                        purchase_id: p.id,
+                        amount,
+                        payment_method: &p.payment_method,
+                        idempotency_key: &key,
+                    };
+                    provider.authorize(&req).await.map_err(call_error)
+                },
+                |key| {
+                    let provider = self.0.get(&p.provider);
+                    async move { lookup(provider.as_deref().expect("checked above"), &key).await }
+                },
+            )
+            .await;
+        let recorded = match &answer {
+            Ok(Authorization::Authorized { reference }) => {
+                db::purchases::set_payment(&pool, p.id, "authorized", Some(reference), Some(p.total_minor), None, None)
+                    .await
+            }
+            Ok(Authorization::RequiresAction { reference, next_action }) => {
+                db::purchases::set_payment(
+                    &pool,
+                    p.id,
+                    "requires_action",
+                    Some(reference),
+                    None,
+                    None,
+                    Some(next_action),
+                )
+                .await
+            }
+            Ok(Authorization::Declined { reference, .. }) => {
+                db::purchases::set_payment(&pool, p.id, "declined", reference.as_deref(), None, None, None).await
+            }
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = recorded {
+            return Outcome::retry(e);
+        }
+        match answer {
+            Ok(Authorization::Authorized { .. }) => Outcome::next("ok"),
+            Ok(Authorization::RequiresAction { .. }) => {
+                Outcome::wait(&["payment.authorized", "payment.failed"], Some(Utc::now() + ACTION_DEADLINE))
+            }
+            Ok(Authorization::Declined { .. }) => Outcome::next("declined"),
+            Err(crate::engine::EffectError::Failed(_)) => Outcome::next("declined"),
+            Err(e) => e.into_retry(),
+        }
+    }
+}
+
+pub struct Capture(pub Providers);
+
+#[async_trait]
+impl StepHandler for Capture {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        let amount = try_outcome!(total(&p));
+        let provider = try_outcome!(provider_for(&self.0, &p));
+        let Some(reference) = p.payment_reference.clone() else {
+            return Outcome::park("capture without an authorization reference");
+        };
+        let looked_up = provider.clone();
+        let captured: Result<Captured, _> = ctx
+            .effect(
+                "capture",
+                |key| async move { provider.capture(&reference, amount, &key).await.map_err(call_error) },
+                |key| async move { lookup(looked_up.as_ref(), &key).await },
+            )
+            .await;
+        match captured {
+            Ok(c) => {
+                match db::purchases::set_payment(ctx.pool(), p.id, "captured", None, None, Some(c.amount_minor), None)
+                    .await
+                {
+                    Ok(()) => Outcome::next("ok"),
+                    Err(e) => Outcome::retry(e),
+                }
+            }
+            // An authorization that cannot be captured needs a person: the money is held.
+            Err(crate::engine::EffectError::Failed(why)) => {
+                Outcome::park(format!("the provider refused the capture: {why}"))
+            }
+            Err(e) => e.into_retry(),
+        }
+    }
+}
+
+/// Enrolls every assigned seat. With no LMS configured (the `none` target),
+/// Bursar records the enrollment itself.
+pub struct Enroll;
+
+#[async_trait]
+impl StepHandler for Enroll {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        match db::purchases::activate_assigned_seats(ctx.pool(), p.id).await {
+            Ok(_) => Outcome::next("ok"),
+            Err(e) => Outcome::retry(e),
+        }
+    }
+}
+
+/// Queues the platform webhook for the completed purchase (delivered from the outbox).
+pub struct Notify;
+
+#[async_trait]
+impl StepHandler for Notify {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        let event: Value = json!({
+            "type": "purchase.completed",
+            "purchase_id": crate::api::ids::purchase(p.id),
+            "offering_id": p.offering_id,
+            "tenant_id": p.tenant_id,
+        });
+        ctx.emit("webhook", "purchase.completed", event);
+        Outcome::next("ok")
+    }
+}
+
+/// No money was captured: the seats go back, and an open authorization
+/// request is cancelled at the provider.
+pub struct ReleaseSeats(pub Providers);
+
+#[async_trait]
+impl StepHandler for ReleaseSeats {
+    fn outcomes(&self) -> &[&'static str] {
+        &["payment_declined", "payment_expired"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        let expired = p.payment_status == "requires_action";
+        if expired && let (Some(provider), Some(reference)) = (self.0.get(&p.provider), p.payment_reference.clone()) {
+            let looked_up = provider.clone();
+            let voided: Result<Value, _> = ctx
+                .effect(
+                    "void",
+                    |key| async move { provider.void(&reference, &key).await.map(|()| json!({})).map_err(call_error) },
+                    |key| async move { lookup(looked_up.as_ref(), &key).await },
+                )
+                .await;
+            if let Err(e) = voided {
+                return e.into_retry();
+            }
+        }
+        if let Err(e) = db::purchases::release_seats(ctx.pool(), p.id).await {
+            return Outcome::retry(e);
+        }
+        Outcome::next(if expired { "payment_expired" } else { "payment_declined" })
+    }
+}

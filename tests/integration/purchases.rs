@@ -1,0 +1,216 @@
+use serde_json::{Value, json};
+
+use crate::app::TestApp;
+
+async fn app_with_offering(capacity: Value) -> TestApp {
+    let app = TestApp::spawn().await;
+    let offering = json!({
+        "title": "Rust 101",
+        "price": {"amount": "49.00", "currency": "USD"},
+        "capacity": capacity,
+        "lms": {"course_id": "42"}
+    });
+    assert_eq!(app.put_offering("rust-101", &offering).await.status, 201);
+    app
+}
+
+fn purchase(method: &str) -> Value {
+    json!({
+        "offering_id": "rust-101",
+        "quantity": 1,
+        "customer": {"email": "ana@example.org", "name": "Ana", "lms_user_id": "1007"},
+        "payment": {"provider": "sandbox", "payment_method": method}
+    })
+}
+
+fn captured(charges: &Value) -> Vec<String> {
+    charges["data"].as_array().unwrap().iter().map(|c| c["captured"]["amount"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_purchase_is_paid_captured_and_its_seat_enrolled() {
+    let app = app_with_offering(json!(30)).await;
+    let created = app.post_purchase(Some("order-1"), &purchase("pm_sandbox_ok")).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("pur_"));
+    assert_eq!(created.body["status"], "processing");
+    assert_eq!(created.body["total"], json!({"amount": "49.00", "currency": "USD"}));
+    assert!(created.body["customer_id"].as_str().unwrap().starts_with("cus_"));
+
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["payment"]["status"], "captured");
+    assert_eq!(done["payment"]["captured"], json!({"amount": "49.00", "currency": "USD"}));
+    assert_eq!(done["seats"][0]["status"], "active");
+    assert_eq!(done["seats"][0]["assignee"]["email"], "ana@example.org", "a single seat goes to the buyer");
+    assert_eq!(done["run"]["status"], "succeeded");
+    assert_eq!(done["failure"], Value::Null);
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 1);
+    assert_eq!(captured(&app.sandbox_charges(&id).await.body), ["49.00"], "the provider captured it once");
+}
+
+#[tokio::test]
+async fn the_same_key_and_body_answer_the_first_purchase_even_concurrently() {
+    let app = app_with_offering(json!(null)).await;
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url, key) = (app.client.clone(), format!("{}/v1/purchases", app.address), app.api_key.clone());
+            tokio::spawn(async move {
+                let res = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .header("Idempotency-Key", "retry-me")
+                    .json(&purchase("pm_sandbox_ok"))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status().as_u16(), res.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for a in attempts {
+        answers.push(a.await.unwrap());
+    }
+    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
+    assert!(answers.iter().all(|(_, body)| body["id"] == answers[0].1["id"]), "one purchase");
+    let id = answers[0].1["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&id, "completed").await;
+    let list = app.list_purchases("limit=10").await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(captured(&app.sandbox_charges(&id).await.body), ["49.00"]);
+
+    let mut other = purchase("pm_sandbox_ok");
+    other["quantity"] = json!(2);
+    let mismatch = app.post_purchase(Some("retry-me"), &other).await;
+    assert_eq!((mismatch.status, mismatch.error().0), (422, "idempotency_mismatch"));
+    let missing = app.post_purchase(None, &purchase("pm_sandbox_ok")).await;
+    assert_eq!((missing.status, missing.error()), (400, ("invalid_request", Some("Idempotency-Key"))));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_purchases_of_ten_seats_sell_exactly_ten() {
+    let app = app_with_offering(json!(10)).await;
+    let posts: Vec<_> = (0..50)
+        .map(|i| {
+            let (client, url, key) = (app.client.clone(), format!("{}/v1/purchases", app.address), app.api_key.clone());
+            let mut body = purchase("pm_sandbox_ok");
+            body["customer"]["email"] = json!(format!("learner{i}@example.org"));
+            tokio::spawn(async move {
+                let res = client.post(url).bearer_auth(key).header("Idempotency-Key", format!("k{i}")).json(&body);
+                res.send().await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for p in posts {
+        ids.push(p.await.unwrap());
+    }
+    let mut completed = 0;
+    let mut sold_out = 0;
+    for id in &ids {
+        let p = app.wait_for_purchase(id, |p| p["status"] == "completed" || p["status"] == "failed").await;
+        let charges = app.sandbox_charges(id).await.body;
+        if p["status"] == "completed" {
+            completed += 1;
+            assert_eq!(captured(&charges), ["49.00"]);
+        } else {
+            assert_eq!(p["failure"]["code"], "sold_out");
+            assert_eq!(charges["data"], json!([]), "a sold-out purchase never reaches the provider");
+            sold_out += 1;
+        }
+    }
+    assert_eq!((completed, sold_out), (10, 40));
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 10);
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_seats_and_fails() {
+    let app = app_with_offering(json!(1)).await;
+    let id =
+        app.post_purchase(Some("d"), &purchase("pm_sandbox_declined")).await.body["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_status(&id, "failed").await;
+    assert_eq!(failed["failure"]["code"], "payment_declined");
+    assert_eq!(failed["payment"]["status"], "declined");
+    assert_eq!(failed["seats"][0]["status"], "cancelled");
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 0, "the seat is back");
+    assert_eq!(captured(&app.sandbox_charges(&id).await.body), ["0.00"]);
+    // And so the one seat can still be sold.
+    let ok = app.post_purchase(Some("ok"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&ok, "completed").await;
+}
+
+#[tokio::test]
+async fn provider_outages_are_retried_and_lost_answers_resolved_without_charging_twice() {
+    let app = app_with_offering(json!(null)).await;
+    for method in ["pm_sandbox_flaky", "pm_sandbox_unknown"] {
+        let id = app.post_purchase(Some(method), &purchase(method)).await.body["id"].as_str().unwrap().to_owned();
+        let done = app.wait_for_status(&id, "completed").await;
+        assert_eq!(done["payment"]["captured"]["amount"], "49.00", "{method}");
+        let charges = app.sandbox_charges(&id).await.body;
+        assert_eq!(charges["data"].as_array().unwrap().len(), 1, "{method}: one authorization at the provider");
+        assert_eq!(captured(&charges), ["49.00"], "{method}: captured once");
+    }
+}
+
+#[tokio::test]
+async fn bad_purchase_requests_are_refused_and_store_nothing() {
+    let app = app_with_offering(json!(null)).await;
+    let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (json!({"quantity": -1}), 400, "invalid_request", Some("quantity")),
+        (json!({"quantity": "two"}), 400, "invalid_request", Some("quantity")),
+        (
+            json!({"payment": {"provider": "bitcoin", "payment_method": "x"}}),
+            400,
+            "invalid_request",
+            Some("payment.provider"),
+        ),
+        (
+            json!({"payment": {"provider": "stripe", "payment_method": "pm_x"}}),
+            422,
+            "unprocessable",
+            Some("payment.provider"),
+        ),
+        (json!({"customer": {"email": "not-an-email"}}), 400, "invalid_request", Some("customer.email")),
+        (json!({"offering_id": "nope"}), 404, "not_found", Some("offering_id")),
+    ];
+    for (i, (change, status, kind, field)) in cases.into_iter().enumerate() {
+        let mut body = purchase("pm_sandbox_ok");
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let a = app.post_purchase(Some(&format!("bad-{i}")), &body).await;
+        assert_eq!((a.status, a.error()), (status, (kind, field)), "case {i}: {change}");
+    }
+    assert_eq!(app.list_purchases("").await.body["data"], json!([]));
+    // A refused request did not use up its key.
+    let ok = app.post_purchase(Some("bad-5"), &purchase("pm_sandbox_ok")).await;
+    assert_eq!(ok.status, 201);
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_see_a_purchase_and_lists_page_with_a_cursor() {
+    let app = app_with_offering(json!(null)).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(app.post_purchase(Some(&format!("p{i}")), &purchase("pm_sandbox_ok")).await.body["id"].clone());
+    }
+    let other = app.other_tenant_key().await;
+    let seen = app
+        .send(reqwest::Method::GET, &format!("/v1/purchases/{}", ids[0].as_str().unwrap()), Some(&other), None)
+        .await;
+    assert_eq!(seen.status, 404);
+
+    let first = app.list_purchases("limit=2").await.body;
+    let page: Vec<_> = first["data"].as_array().unwrap().iter().map(|p| p["id"].clone()).collect();
+    assert_eq!(page, [ids[2].clone(), ids[1].clone()], "newest first");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = app.list_purchases(&format!("limit=2&cursor={cursor}")).await.body;
+    assert_eq!(second["data"][0]["id"], ids[0]);
+    assert_eq!(second["next_cursor"], Value::Null);
+    let customer = first["data"][0]["customer_id"].as_str().unwrap();
+    let mine = app.list_purchases(&format!("customer_id={customer}&status=processing&limit=500")).await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(app.list_purchases("status=bogus").await.error(), ("invalid_request", Some("status")));
+    assert_eq!(app.list_purchases("limit=501").await.error(), ("invalid_request", Some("limit")));
+}
