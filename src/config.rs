@@ -76,6 +76,15 @@ pub struct ServeSettings {
     /// Make sure a tenant named "demo" exists and print a fresh API key for it.
     #[arg(long)]
     pub demo_tenant: bool,
+    /// The URL this server is reached at (default: http://BURSAR_LISTEN).
+    #[arg(long, env = "BURSAR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl ServeSettings {
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
 }
 
 /// Human-readable logs by default; JSON lines with BURSAR_LOG_FORMAT=json.

@@ -145,7 +145,7 @@ async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings
         let listener =
             tokio::net::TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
         tracing::info!(address = %serve.listen, "API listening");
-        axum::serve(listener, api::router(api::AppState::new(engine.clone(), providers.clone())))
+        axum::serve(listener, api::router(api::AppState::new(engine.clone(), providers.clone(), serve.public_url())))
             .with_graceful_shutdown(stopped(stop.clone()))
             .await?;
     }

@@ -7,10 +7,11 @@ pub mod ids;
 mod offerings;
 mod purchases;
 mod sandbox;
+mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
@@ -28,11 +29,15 @@ pub struct AppState {
     pub pool: PgPool,
     pub engine: Engine,
     pub providers: Providers,
+    /// Where this server answers, for the sandbox's webhooks to itself.
+    pub self_url: String,
+    pub http: reqwest::Client,
 }
 
 impl AppState {
-    pub fn new(engine: Engine, providers: Providers) -> AppState {
-        AppState { pool: engine.pool().clone(), engine, providers }
+    pub fn new(engine: Engine, providers: Providers, self_url: String) -> AppState {
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("a client");
+        AppState { pool: engine.pool().clone(), engine, providers, self_url, http }
     }
 }
 
@@ -44,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/purchases", get(purchases::list).post(purchases::create))
         .route("/v1/purchases/{purchase_id}", get(purchases::get))
         .route("/v1/sandbox/charges", get(sandbox::charges))
+        .route("/v1/sandbox/payments/{reference}/complete", post(sandbox::complete))
+        .route("/webhooks/{provider}/{tenant_id}", post(webhooks::receive))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

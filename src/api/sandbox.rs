@@ -1,7 +1,7 @@
 //! The sandbox provider's test-mode endpoints.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,4 +41,49 @@ pub async fn charges(
         }));
     }
     Ok(Json(json!({"data": data, "next_cursor": null})))
+}
+
+/// The buyer completes the sandbox's action (3-D Secure, an approval): the
+/// charge becomes authorized and the sandbox sends its signed
+/// `payment.authorized` webhook to this Bursar, as a real provider would.
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(reference): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let charge = db::sandbox::charge(&state.pool, &reference).await?;
+    let charge = charge.filter(|c| c.tenant_id == caller.tenant_id).ok_or_else(|| ApiError::not_found("payment"))?;
+    if db::sandbox::complete_action(&state.pool, caller.tenant_id, &reference).await?.is_none() {
+        return Err(ApiError::conflict(format!("the payment is {}, not waiting for an action", charge.status)));
+    }
+    let event = json!({
+        "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        "type": "payment.authorized",
+        "created": chrono::Utc::now().timestamp(),
+        "data": {"reference": reference, "purchase_id": ids::purchase(charge.purchase_id)},
+    });
+    let delivered = deliver(&state, caller.tenant_id, &event).await;
+    Ok(Json(json!({"reference": reference, "status": "authorized", "webhook": {
+        "event_id": event["id"], "delivered": delivered.is_ok(), "error": delivered.err(),
+    }})))
+}
+
+async fn deliver(state: &AppState, tenant_id: uuid::Uuid, event: &Value) -> Result<u16, String> {
+    let secret = db::webhooks::secret(&state.pool, tenant_id, "sandbox")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the tenant has no sandbox webhook secret")?;
+    let body = event.to_string();
+    let header = crate::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
+    let url = format!("{}/webhooks/sandbox/{tenant_id}", state.self_url);
+    let res = state
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("Bursar-Signature", header)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if res.status().is_success() { Ok(res.status().as_u16()) } else { Err(format!("answered {}", res.status())) }
 }

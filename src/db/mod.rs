@@ -10,6 +10,7 @@ pub mod runs;
 pub mod sandbox;
 pub mod signals;
 pub mod tenants;
+pub mod webhooks;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -29,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "engine", include_str!("../../migrations/0001_engine.sql")),
     (2, "offerings", include_str!("../../migrations/0002_offerings.sql")),
     (3, "purchases", include_str!("../../migrations/0003_purchases.sql")),
+    (4, "webhooks", include_str!("../../migrations/0004_webhooks.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -12,6 +12,7 @@ use crate::providers::AuthorizeRequest;
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Charge {
     pub reference: String,
+    pub tenant_id: Uuid,
     pub purchase_id: Uuid,
     pub payment_method: String,
     pub currency: String,
@@ -23,7 +24,7 @@ pub struct Charge {
     pub updated_at: DateTime<Utc>,
 }
 
-const CHARGE_COLUMNS: &str = "reference, purchase_id, payment_method, currency, amount_minor, status, \
+const CHARGE_COLUMNS: &str = "reference, tenant_id, purchase_id, payment_method, currency, amount_minor, status, \
     captured_minor, refunded_minor, created_at, updated_at";
 
 /// Counts a request with this key and returns the count and any stored result.

@@ -9,6 +9,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub address: String,
     pub api_key: String,
+    pub tenant_id: uuid::Uuid,
     pub client: reqwest::Client,
     _worker: crate::support::Running,
 }
@@ -42,13 +43,14 @@ impl TestApp {
             bursar::steps::registry(&providers),
         )
         .unwrap();
-        let router = bursar::api::router(bursar::api::AppState::new(engine.clone(), providers));
+        let router = bursar::api::router(bursar::api::AppState::new(engine.clone(), providers, address.clone()));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         let worker = crate::support::spawn_worker(&engine, crate::support::fast_worker());
         TestApp {
             db,
             address,
             api_key: tenant.api_key,
+            tenant_id: tenant.tenant_id,
             client: reqwest::Client::new(),
             _worker: worker,
         }
@@ -130,5 +132,30 @@ impl TestApp {
 
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         self.wait_for_purchase(id, |p| p["status"] == status).await
+    }
+}
+
+impl TestApp {
+    pub async fn complete_sandbox_payment(&self, reference: &str) -> Answer {
+        let path = format!("/v1/sandbox/payments/{reference}/complete");
+        self.send(reqwest::Method::POST, &path, Some(&self.api_key), Some("{}".into())).await
+    }
+
+    pub async fn post_webhook(&self, provider: &str, tenant: &str, signature: Option<&str>, body: &str) -> Answer {
+        let mut req = self
+            .client
+            .post(format!("{}/webhooks/{provider}/{tenant}", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(signature) = signature {
+            req = req.header("Bursar-Signature", signature);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        Answer { status, body: res.json().await.unwrap() }
+    }
+
+    pub async fn webhook_secret(&self, provider: &str) -> String {
+        bursar::db::webhooks::secret(&self.db.pool, self.tenant_id, provider).await.unwrap().unwrap()
     }
 }

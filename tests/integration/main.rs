@@ -14,3 +14,4 @@ mod retries;
 mod runs;
 mod signals;
 mod support;
+mod webhooks;

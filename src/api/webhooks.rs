@@ -1,0 +1,72 @@
+//! `POST /webhooks/{provider}/{tenant_id}`. The signature is checked against
+//! the tenant's secret before anything is read or stored; a valid event is
+//! stored once per event id and its signal put in the purchase run's mailbox,
+//! in one transaction, then answered 2xx. The run does the rest.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{AppState, ids};
+use crate::{db, signature};
+
+/// Providers whose webhooks Bursar verifies with its own signature scheme.
+const SIGNED_BY_BURSAR: [&str; 2] = ["sandbox", "voucher"];
+
+#[derive(Deserialize)]
+struct Event {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    purchase_id: String,
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path((provider, tenant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if !SIGNED_BY_BURSAR.contains(&provider.as_str()) {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    let tenant_id = Uuid::try_parse(&tenant).map_err(|_| ApiError::not_found("tenant"))?;
+    let secret =
+        db::webhooks::secret(&state.pool, tenant_id, &provider).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    let header = headers.get("bursar-signature").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    signature::verify(&secret, header, &body, chrono::Utc::now().timestamp())
+        .map_err(|e| ApiError::invalid(Some("Bursar-Signature"), e))?;
+
+    let payload: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(None, format!("the event is not JSON: {e}")))?;
+    let event: Event = super::extract::from_value(payload.clone())?;
+    let signal = match event.kind.as_str() {
+        "payment.authorized" | "payment.failed" => Some(event.kind.as_str()),
+        _ => None, // stored for the record; nothing waits for it
+    };
+    let purchase = match ids::parse_purchase(&event.data.purchase_id) {
+        Some(id) => db::purchases::get(&mut *state.pool.acquire().await?, tenant_id, id).await?,
+        None => None,
+    };
+    let mut tx = state.pool.begin().await?;
+    let run_id = purchase.as_ref().map(|p| p.run_id);
+    let stored = db::webhooks::insert(&mut tx, tenant_id, &provider, &event.id, &event.kind, &payload, run_id).await?;
+    if stored && let (Some(name), Some(run_id)) = (signal, run_id) {
+        state.engine.signal(&mut tx, run_id, name, &event.id, &payload).await.map_err(ApiError::internal)?;
+    }
+    tx.commit().await?;
+    if purchase.is_none() {
+        tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for an unknown purchase; stored only");
+    }
+    Ok(Json(json!({"received": true, "duplicate": !stored})))
+}
