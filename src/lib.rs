@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod engine;
+pub mod lms;
 pub mod providers;
 pub mod signature;
 pub mod steps;

@@ -7,6 +7,7 @@ pub mod ids;
 mod offerings;
 mod purchases;
 mod sandbox;
+mod settings;
 mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandbox/charges", get(sandbox::charges))
         .route("/v1/sandbox/payments/{reference}/complete", post(sandbox::complete))
         .route("/webhooks/{provider}/{tenant_id}", post(webhooks::receive))
+        .route("/v1/settings", get(settings::get).patch(settings::patch))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -8,6 +8,7 @@ pub mod offerings;
 pub mod purchases;
 pub mod runs;
 pub mod sandbox;
+pub mod settings;
 pub mod signals;
 pub mod tenants;
 pub mod webhooks;
@@ -31,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "offerings", include_str!("../../migrations/0002_offerings.sql")),
     (3, "purchases", include_str!("../../migrations/0003_purchases.sql")),
     (4, "webhooks", include_str!("../../migrations/0004_webhooks.sql")),
+    (5, "settings", include_str!("../../migrations/0005_settings.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -347,3 +347,45 @@ pub async fn store_idempotent_response(
     .await?;
     Ok(())
 }
+
+/// Assigned seats not yet enrolled, for the enroll step.
+pub async fn seats_to_enroll(pool: &PgPool, purchase_id: Uuid) -> Result<Vec<SeatRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status, assignee_email, assignee_lms_user_id, enrolled_at FROM seats
+         WHERE purchase_id = $1 AND status = 'unassigned'
+           AND (assignee_email IS NOT NULL OR assignee_lms_user_id IS NOT NULL)
+         ORDER BY position",
+    )
+    .bind(purchase_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn activate_seat(pool: &PgPool, seat_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE seats SET status = 'active', enrolled_at = clock_timestamp() WHERE id = $1 AND status = 'unassigned'",
+    )
+    .bind(seat_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a refund of the whole capture; the seats are refunded and given back.
+pub async fn record_full_refund(pool: &PgPool, purchase_id: Uuid, refunded_minor: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE purchases SET refunded_minor = $2, payment_status = 'refunded', updated_at = clock_timestamp()
+         WHERE id = $1",
+    )
+    .bind(purchase_id)
+    .bind(refunded_minor)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE seats SET status = 'refunded' WHERE purchase_id = $1 AND status IN ('unassigned', 'active')")
+        .bind(purchase_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    release_seats(pool, purchase_id).await
+}

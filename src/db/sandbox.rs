@@ -104,6 +104,18 @@ pub async fn capture(conn: &mut PgConnection, reference: &str, minor: i64) -> Re
     Ok(())
 }
 
+pub async fn refund(conn: &mut PgConnection, reference: &str, minor: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sandbox_charges SET refunded_minor = refunded_minor + $2, updated_at = clock_timestamp()
+         WHERE reference = $1",
+    )
+    .bind(reference)
+    .bind(minor)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn void(conn: &mut PgConnection, reference: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sandbox_charges SET status = 'voided', updated_at = clock_timestamp() WHERE reference = $1")
         .bind(reference)

@@ -4,3 +4,4 @@
 pub mod money;
 pub mod offering;
 pub mod purchase;
+pub mod settings;

@@ -47,6 +47,11 @@ pub struct Captured {
     pub amount_minor: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refunded {
+    pub amount_minor: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     /// The provider said no, for good.
@@ -63,6 +68,7 @@ pub trait PaymentProvider: Send + Sync + 'static {
     async fn authorize(&self, req: &AuthorizeRequest<'_>) -> Result<Authorization, ProviderError>;
     async fn capture(&self, reference: &str, amount: Money, key: &str) -> Result<Captured, ProviderError>;
     async fn void(&self, reference: &str, key: &str) -> Result<(), ProviderError>;
+    async fn refund(&self, reference: &str, amount: Money, key: &str) -> Result<Refunded, ProviderError>;
     /// The answer the provider gave (or would give) to the request made with
     /// `key`, or None if it never received it.
     async fn lookup(&self, key: &str) -> Result<Option<Value>, ProviderError>;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError};
+use super::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Refunded};
 use crate::db::sandbox as books;
 use crate::domain::money::Money;
 
@@ -137,6 +137,27 @@ impl PaymentProvider for Sandbox {
         })
         .await?;
         Ok(())
+    }
+
+    async fn refund(&self, reference: &str, amount: Money, key: &str) -> Result<Refunded, ProviderError> {
+        let unavailable = |e: sqlx::Error| ProviderError::Unavailable(e.to_string());
+        let charge = books::charge(&self.pool, reference).await.map_err(unavailable)?;
+        let Some(charge) = charge else {
+            return Err(ProviderError::Rejected(format!("no charge {reference}")));
+        };
+        let minor = amount.minor_units();
+        if charge.refunded_minor + minor > charge.captured_minor
+            && books::request_result(&self.pool, key).await.map_err(unavailable)?.is_none()
+        {
+            return Err(ProviderError::Rejected("the refund exceeds what was captured".into()));
+        }
+        let result = self
+            .request(key, "refund", &charge.payment_method, async |conn| {
+                books::refund(conn, reference, minor).await?;
+                Ok(json!({"amount_minor": minor}))
+            })
+            .await?;
+        decode(result)
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<Value>, ProviderError> {

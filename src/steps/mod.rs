@@ -22,7 +22,9 @@ pub fn registry(providers: &Providers) -> HandlerRegistry {
     handlers.register("purchase.reserve_seats", purchase::ReserveSeats);
     handlers.register("purchase.authorize", purchase::Authorize(providers.clone()));
     handlers.register("purchase.capture", purchase::Capture(providers.clone()));
-    handlers.register("purchase.enroll", purchase::Enroll);
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("an HTTP client");
+    handlers.register("purchase.enroll", purchase::Enroll { http });
+    handlers.register("purchase.refund_all", purchase::RefundAll(providers.clone()));
     handlers.register("purchase.notify", purchase::Notify);
     handlers.register("purchase.release_seats", purchase::ReleaseSeats(providers.clone()));
     handlers

@@ -13,8 +13,12 @@ use uuid::Uuid;
 use crate::db;
 use crate::db::purchases::PurchaseRow;
 use crate::domain::money::{Currency, Money};
+use crate::domain::settings::LmsTarget;
 use crate::engine::{CallError, Lookup, Outcome, StepCtx, StepHandler};
-use crate::providers::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Providers};
+use crate::lms::{self, Learner, LmsError, SeatChange};
+use crate::providers::{
+    Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Providers, Refunded,
+};
 
 /// How long a buyer has to complete an action (3-D Secure, an approval).
 const ACTION_DEADLINE: chrono::Duration = chrono::Duration::hours(1);
@@ -206,21 +210,117 @@ impl StepHandler for Capture {
     }
 }
 
-/// Enrolls every assigned seat. With no LMS configured (the `none` target),
+/// Enrolls every assigned seat at the tenant's LMS, one effect per seat so a
+/// retry skips the seats already done. With no LMS configured (`none`),
 /// Bursar records the enrollment itself.
-pub struct Enroll;
+pub struct Enroll {
+    pub http: reqwest::Client,
+}
 
 #[async_trait]
 impl StepHandler for Enroll {
     fn outcomes(&self) -> &[&'static str] {
-        &["ok"]
+        &["ok", "refused"]
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let p = try_outcome!(load(ctx).await);
-        match db::purchases::activate_assigned_seats(ctx.pool(), p.id).await {
-            Ok(_) => Outcome::next("ok"),
-            Err(e) => Outcome::retry(e),
+        let pool = ctx.pool().clone();
+        let target = match db::settings::get(&pool, p.tenant_id).await {
+            Ok((lms, _, _)) => serde_json::from_value::<LmsTarget>(lms),
+            Err(e) => return Outcome::retry(e),
+        };
+        let Ok(target) = target else { return Outcome::park("the tenant's LMS settings do not parse") };
+        let Some(adapter) = lms::adapter(&target, &self.http) else {
+            return match db::purchases::activate_assigned_seats(&pool, p.id).await {
+                Ok(_) => Outcome::next("ok"),
+                Err(e) => Outcome::retry(e),
+            };
+        };
+        let course = match db::offerings::get(&pool, p.tenant_id, &p.offering_id).await {
+            Ok(o) => o.and_then(|o| o.lms_course_id),
+            Err(e) => return Outcome::retry(e),
+        };
+        let seats = match db::purchases::seats_to_enroll(&pool, p.id).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::retry(e),
+        };
+        for seat in seats {
+            let change = SeatChange {
+                seat_id: crate::api::ids::seat(seat.id),
+                purchase_id: crate::api::ids::purchase(p.id),
+                offering_id: p.offering_id.clone(),
+                lms_course_id: course.clone(),
+                learner: Learner { email: seat.assignee_email.clone(), lms_user_id: seat.assignee_lms_user_id.clone() },
+                action: "enroll",
+            };
+            let adapter = adapter.as_ref();
+            let done: Result<Value, _> = ctx
+                .effect(
+                    &format!("enroll:{}", seat.id),
+                    |key| async move {
+                        adapter.apply(&change, &key).await.map(|()| json!({})).map_err(|e| match e {
+                            LmsError::Refused(m) => CallError::Definitive(m),
+                            LmsError::Unavailable(m) => CallError::Unknown(m),
+                        })
+                    },
+                    // The LMS dedups by seat and key ("already enrolled" is
+                    // success), so sending again with the same key is the way to ask.
+                    |_key| async { Ok(Lookup::NotApplied) },
+                )
+                .await;
+            match done {
+                Ok(_) => {
+                    if let Err(e) = db::purchases::activate_seat(&pool, seat.id).await {
+                        return Outcome::retry(e);
+                    }
+                }
+                Err(crate::engine::EffectError::Failed(why)) => {
+                    ctx.context["enrollment_error"] = json!(why);
+                    return Outcome::next("refused");
+                }
+                Err(e) => return e.into_retry(),
+            }
+        }
+        Outcome::next("ok")
+    }
+}
+
+/// The compensation when enrollment fails for good after the money was
+/// captured: refund all of it, then the seats go back.
+pub struct RefundAll(pub Providers);
+
+#[async_trait]
+impl StepHandler for RefundAll {
+    fn outcomes(&self) -> &[&'static str] {
+        &["enrollment_failed"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        let p = try_outcome!(load(ctx).await);
+        let currency: Currency = try_outcome!(p.currency.parse().map_err(|e| Outcome::park(format!("{e}"))));
+        let amount = Money::from_minor(p.captured_minor - p.refunded_minor, currency);
+        let provider = try_outcome!(provider_for(&self.0, &p));
+        let Some(reference) = p.payment_reference.clone() else {
+            return Outcome::park("refund without a payment reference");
+        };
+        let looked_up = provider.clone();
+        let refunded: Result<Refunded, _> = ctx
+            .effect(
+                "refund",
+                |key| async move { provider.refund(&reference, amount, &key).await.map_err(call_error) },
+                |key| async move { lookup(looked_up.as_ref(), &key).await },
+            )
+            .await;
+        match refunded {
+            Ok(r) => match db::purchases::record_full_refund(ctx.pool(), p.id, p.refunded_minor + r.amount_minor).await
+            {
+                Ok(()) => Outcome::next("enrollment_failed"),
+                Err(e) => Outcome::retry(e),
+            },
+            // A refund the provider will not make needs a person (PAYMENTS.md).
+            Err(crate::engine::EffectError::Failed(why)) => Outcome::park(format!("the refund was refused: {why}")),
+            Err(e) => e.into_retry(),
         }
     }
 }

@@ -159,3 +159,13 @@ impl TestApp {
         bursar::db::webhooks::secret(&self.db.pool, self.tenant_id, provider).await.unwrap().unwrap()
     }
 }
+
+impl TestApp {
+    pub async fn get_settings(&self) -> Answer {
+        self.send(reqwest::Method::GET, "/v1/settings", Some(&self.api_key), None).await
+    }
+
+    pub async fn patch_settings(&self, body: &Value) -> Answer {
+        self.send(reqwest::Method::PATCH, "/v1/settings", Some(&self.api_key), Some(body.to_string())).await
+    }
+}

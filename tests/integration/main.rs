@@ -6,6 +6,7 @@ mod crash;
 mod definitions;
 mod effects;
 mod leases;
+mod lms;
 mod offerings;
 mod operators;
 mod provider;

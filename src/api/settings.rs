@@ -1,0 +1,76 @@
+//! `GET /v1/settings`, `PATCH /v1/settings`: where enrollments and
+//! notifications go. Secrets are write-only: shown as `{"set": true}`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use crate::db;
+use crate::domain::settings::{LmsTarget, Notifications};
+
+#[derive(Deserialize)]
+pub struct Patch {
+    lms: Option<Value>,
+    notifications: Option<Value>,
+    providers: Option<Value>,
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let (lms, notifications, providers) = db::settings::get(&state.pool, caller.tenant_id).await?;
+    Ok(Json(view(lms, notifications, providers)?))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(patch): ApiJson<Patch>,
+) -> Result<Json<Value>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let (mut lms, mut notifications, mut providers) = db::settings::get(&mut *tx, caller.tenant_id).await?;
+    if let Some(v) = patch.lms {
+        lms = serde_json::to_value(LmsTarget::parse(v)?).map_err(ApiError::internal)?;
+    }
+    if let Some(v) = patch.notifications {
+        notifications = serde_json::to_value(Notifications::parse(v)?).map_err(ApiError::internal)?;
+    }
+    if let Some(v) = patch.providers {
+        let Value::Object(given) = v else {
+            return Err(ApiError::invalid(Some("providers"), "providers is an object by provider name"));
+        };
+        for (name, credentials) in given {
+            if !["stripe", "paypal"].contains(&name.as_str()) || !credentials.is_object() {
+                return Err(ApiError::invalid(Some(&format!("providers.{name}")), "stripe or paypal credentials"));
+            }
+            providers[name] = credentials;
+        }
+    }
+    db::settings::put(&mut *tx, caller.tenant_id, &lms, &notifications, &providers).await?;
+    tx.commit().await?;
+    Ok(Json(view(lms, notifications, providers)?))
+}
+
+fn view(lms: Value, notifications: Value, providers: Value) -> Result<Value, ApiError> {
+    let lms: LmsTarget = serde_json::from_value(lms).map_err(ApiError::internal)?;
+    let notifications: Notifications = serde_json::from_value(notifications).map_err(ApiError::internal)?;
+    let providers: serde_json::Map<String, Value> = providers
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, creds)| {
+                    let shown: serde_json::Map<String, Value> = creds
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, _)| (k.clone(), json!({"set": true})))
+                        .collect();
+                    (name.clone(), Value::Object(shown))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({"lms": lms.redacted(), "notifications": notifications.redacted(), "providers": providers}))
+}

@@ -1,0 +1,154 @@
+//! Tenant settings: where enrollments and notifications go. Parsed from the
+//! API's JSON into checked values; secrets are write-only.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::offering::InvalidField;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LmsTarget {
+    /// Bursar records enrollments itself.
+    None,
+    /// A signed POST to the platform per seat and action.
+    Callback { url: String, secret: String },
+    /// Moodle web services (REST) with a token.
+    Moodle { base_url: String, token: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notifications {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default = "smtp_port")]
+    pub port: u16,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// STARTTLS; off only for a relay on the same host.
+    #[serde(default = "yes")]
+    pub starttls: bool,
+}
+
+fn smtp_port() -> u16 {
+    587
+}
+fn yes() -> bool {
+    true
+}
+
+fn invalid(field: &str, message: impl ToString) -> InvalidField {
+    InvalidField { field: field.to_owned(), message: message.to_string() }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), InvalidField> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(invalid(field, format!("`{url}` is not an http(s) URL"))),
+    }
+}
+
+impl LmsTarget {
+    pub fn parse(v: Value) -> Result<LmsTarget, InvalidField> {
+        let target: LmsTarget = serde_json::from_value(v).map_err(|e| invalid("lms", e))?;
+        match &target {
+            LmsTarget::None => {}
+            LmsTarget::Callback { url, secret } => {
+                check_url("lms.url", url)?;
+                if secret.len() < 16 {
+                    return Err(invalid("lms.secret", "a signing secret has at least 16 characters"));
+                }
+            }
+            LmsTarget::Moodle { base_url, token } => {
+                check_url("lms.base_url", base_url)?;
+                if token.is_empty() {
+                    return Err(invalid("lms.token", "a Moodle web service token is required"));
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    /// As the API shows it: secrets replaced by `{"set": true}`.
+    pub fn redacted(&self) -> Value {
+        match self {
+            LmsTarget::None => json!({"type": "none"}),
+            LmsTarget::Callback { url, .. } => json!({"type": "callback", "url": url, "secret": {"set": true}}),
+            LmsTarget::Moodle { base_url, .. } => {
+                json!({"type": "moodle", "base_url": base_url, "token": {"set": true}})
+            }
+        }
+    }
+}
+
+impl Notifications {
+    pub fn parse(v: Value) -> Result<Notifications, InvalidField> {
+        let n: Notifications = serde_json::from_value(v).map_err(|e| invalid("notifications", e))?;
+        if let Some(url) = &n.webhook_url {
+            check_url("notifications.webhook_url", url)?;
+        }
+        if let Some(smtp) = &n.smtp {
+            if smtp.host.is_empty() {
+                return Err(invalid("notifications.smtp.host", "an SMTP host is required"));
+            }
+            super::purchase::parse_email("notifications.smtp.from", &smtp.from)?;
+        }
+        Ok(n)
+    }
+
+    pub fn redacted(&self) -> Value {
+        let mut v = json!({"webhook_url": self.webhook_url});
+        if self.webhook_secret.is_some() {
+            v["webhook_secret"] = json!({"set": true});
+        }
+        if let Some(s) = &self.smtp {
+            v["smtp"] = json!({"host": s.host, "port": s.port, "from": s.from, "username": s.username,
+                               "starttls": s.starttls, "password": {"set": s.password.is_some()}});
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_checked_and_secrets_never_shown() {
+        let cb = LmsTarget::parse(
+            json!({"type": "callback", "url": "https://p.example/enroll", "secret": "0123456789abcdef"}),
+        )
+        .unwrap();
+        assert_eq!(
+            cb.redacted(),
+            json!({"type": "callback", "url": "https://p.example/enroll", "secret": {"set": true}})
+        );
+        assert!(!cb.redacted().to_string().contains("0123456789abcdef"));
+        assert_eq!(
+            LmsTarget::parse(json!({"type": "callback", "url": "ftp://x", "secret": "0123456789abcdef"}))
+                .unwrap_err()
+                .field,
+            "lms.url"
+        );
+        assert_eq!(
+            LmsTarget::parse(json!({"type": "callback", "url": "https://x.example", "secret": "short"}))
+                .unwrap_err()
+                .field,
+            "lms.secret"
+        );
+        assert_eq!(LmsTarget::parse(json!({"type": "blackboard"})).unwrap_err().field, "lms");
+        assert_eq!(LmsTarget::parse(json!({"type": "none"})).unwrap(), LmsTarget::None);
+    }
+}

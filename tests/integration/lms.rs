@@ -1,0 +1,137 @@
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::app::TestApp;
+
+const SECRET: &str = "lms-signing-secret-0123456789";
+
+/// The platform's enrollment endpoint: checks the signature as a platform
+/// must, records what it was told, and answers with `status`.
+#[derive(Clone)]
+struct Platform {
+    status: Arc<AtomicU16>,
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Respond for Platform {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let signature = req.headers.get("bursar-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if bursar::signature::verify(SECRET, signature, &req.body, chrono::Utc::now().timestamp()).is_err() {
+            return ResponseTemplate::new(401);
+        }
+        let key = req.headers.get("idempotency-key").unwrap().to_str().unwrap().to_owned();
+        self.received.lock().unwrap().push((key, serde_json::from_slice(&req.body).unwrap()));
+        ResponseTemplate::new(self.status.load(Ordering::SeqCst))
+    }
+}
+
+async fn setup(status: u16) -> (TestApp, Platform, MockServer) {
+    let app = TestApp::spawn().await;
+    let platform = Platform { status: Arc::new(AtomicU16::new(status)), received: Arc::default() };
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(platform.clone()).mount(&server).await;
+    let settings = app
+        .patch_settings(
+            &json!({"lms": {"type": "callback", "url": format!("{}/bursar/enroll", server.uri()), "secret": SECRET}}),
+        )
+        .await;
+    assert_eq!(settings.status, 200, "{}", settings.body);
+    let offering = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": 3,
+                          "lms": {"course_id": "42"}});
+    app.put_offering("rust-101", &offering).await;
+    (app, platform, server)
+}
+
+fn purchase() -> Value {
+    json!({"offering_id": "rust-101", "customer": {"email": "ana@example.org", "lms_user_id": "1007"},
+           "payment": {"provider": "sandbox", "payment_method": "pm_sandbox_ok"}})
+}
+
+#[tokio::test]
+async fn settings_keep_secrets_write_only_and_refuse_bad_targets() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get_settings().await.body["lms"], json!({"type": "none"}));
+    let set = app
+        .patch_settings(
+            &json!({"lms": {"type": "callback", "url": "https://platform.example/enroll", "secret": SECRET},
+                                "providers": {"stripe": {"api_key": "sk_test_secret", "webhook_secret": "whsec_x"}}}),
+        )
+        .await;
+    assert_eq!(set.status, 200);
+    let shown = app.get_settings().await.body;
+    assert_eq!(
+        shown["lms"],
+        json!({"type": "callback", "url": "https://platform.example/enroll", "secret": {"set": true}})
+    );
+    assert_eq!(shown["providers"]["stripe"]["api_key"], json!({"set": true}));
+    let text = shown.to_string();
+    assert!(!text.contains(SECRET) && !text.contains("sk_test_secret"), "no secret is returned: {text}");
+
+    let bad = app.patch_settings(&json!({"lms": {"type": "callback", "url": "not a url", "secret": SECRET}})).await;
+    assert_eq!((bad.status, bad.error()), (400, ("invalid_request", Some("lms.url"))));
+    let bad = app.patch_settings(&json!({"notifications": {"webhook_url": "ftp://x"}})).await;
+    assert_eq!(bad.error(), ("invalid_request", Some("notifications.webhook_url")));
+    assert_eq!(app.get_settings().await.body["lms"]["url"], "https://platform.example/enroll", "unchanged");
+}
+
+#[tokio::test]
+async fn the_callback_lms_is_told_of_each_seat_signed_and_keyed() {
+    let (app, platform, _server) = setup(200).await;
+    let id = app.post_purchase(Some("p1"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["seats"][0]["status"], "active");
+
+    let received = platform.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (key, body) = &received[0];
+    assert_eq!(body["action"], "enroll");
+    assert_eq!(body["purchase_id"], json!(id));
+    assert_eq!(body["seat_id"], done["seats"][0]["id"]);
+    assert_eq!((body["offering_id"].as_str(), body["lms_course_id"].as_str()), (Some("rust-101"), Some("42")));
+    assert_eq!(body["learner"], json!({"email": "ana@example.org", "lms_user_id": "1007"}));
+    assert!(
+        key.ends_with(&format!(
+            ":enroll:enroll:{}",
+            done["seats"][0]["id"].as_str().unwrap()["seat_".len()..].replace('-', "")
+        )) || key.contains(":enroll:enroll:"),
+        "{key}"
+    );
+}
+
+#[tokio::test]
+async fn an_lms_that_is_down_is_retried_with_the_same_key_until_it_answers() {
+    let (app, platform, _server) = setup(503).await;
+    let id = app.post_purchase(Some("p1"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    let received = platform.received.clone();
+    crate::support::wait_until(std::time::Duration::from_secs(10), "two refused calls", || {
+        received.lock().unwrap().len() >= 2
+    })
+    .await;
+    platform.status.store(200, Ordering::SeqCst);
+    app.wait_for_status(&id, "completed").await;
+    let calls = platform.received.lock().unwrap().clone();
+    assert!(calls.len() >= 3);
+    assert!(calls.iter().all(|(k, _)| *k == calls[0].0), "every retry carries the same Idempotency-Key");
+    assert_eq!(app.sandbox_charges(&id).await.body["data"][0]["captured"]["amount"], "49.00");
+}
+
+#[tokio::test]
+async fn an_lms_that_refuses_for_good_gets_the_buyer_refunded() {
+    let (app, platform, _server) = setup(404).await;
+    let id = app.post_purchase(Some("p1"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_status(&id, "failed").await;
+    assert_eq!(failed["failure"]["code"], "enrollment_failed");
+    assert_eq!(failed["payment"]["refunded"]["amount"], "49.00");
+    assert_eq!(failed["seats"][0]["status"], "refunded");
+    let charge = &app.sandbox_charges(&id).await.body["data"][0];
+    assert_eq!(
+        (charge["captured"]["amount"].as_str(), charge["refunded"]["amount"].as_str()),
+        (Some("49.00"), Some("49.00"))
+    );
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 0, "the seat is free again");
+    assert_eq!(platform.received.lock().unwrap().len(), 1, "a refusal is not retried");
+}
