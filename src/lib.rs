@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod engine;
 pub mod lms;
+pub mod notify;
 pub mod providers;
 pub mod signature;
 pub mod steps;

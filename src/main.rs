@@ -137,6 +137,8 @@ async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings
     let maintenance = Maintenance::new(pool.clone(), worker.maintenance_config())?;
     let maintenance = tokio::spawn(maintenance.run(stopped(stop.clone())));
     let workers = tokio::spawn(engine.clone().worker(worker_config).run(stopped(stop.clone())));
+    let deliverer = bursar::notify::Deliverer::new(pool.clone(), bursar::notify::DelivererConfig::default());
+    let deliverer = tokio::spawn(deliverer.run(stopped(stop.clone())));
 
     if let Some(serve) = serve {
         if serve.demo_tenant {
@@ -151,6 +153,7 @@ async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings
     }
     workers.await??;
     maintenance.await?;
+    deliverer.await?;
     Ok(())
 }
 

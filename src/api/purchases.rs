@@ -90,6 +90,8 @@ pub async fn create(
     };
     db::purchases::insert(&mut tx, &insert).await?;
     let response = read(&mut tx, tenant, purchase_id).await?.ok_or_else(|| ApiError::internal("purchase vanished"))?;
+    let created = json!({"type": "purchase.created", "data": {"purchase_id": response["id"], "offering_id": response["offering_id"], "status": "processing"}});
+    db::outbox::insert(&mut tx, tenant, &format!("purchase:{purchase_id}:created"), "webhook", &created).await?;
     db::purchases::store_idempotent_response(&mut tx, tenant, ENDPOINT, &key, 201, &response).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(response)))

@@ -5,6 +5,7 @@
 pub mod effects;
 pub mod maintenance;
 pub mod offerings;
+pub mod outbox;
 pub mod purchases;
 pub mod runs;
 pub mod sandbox;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "purchases", include_str!("../../migrations/0003_purchases.sql")),
     (4, "webhooks", include_str!("../../migrations/0004_webhooks.sql")),
     (5, "settings", include_str!("../../migrations/0005_settings.sql")),
+    (6, "outbox_delivery", include_str!("../../migrations/0006_outbox_delivery.sql")),
 ];
 
 pub fn migrator() -> Migrator {

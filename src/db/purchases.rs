@@ -96,6 +96,7 @@ pub struct PurchaseRow {
     pub created_at: DateTime<Utc>,
     /// Derived from the run and the money (see STATUS).
     pub status: String,
+    pub customer_email: String,
     // From the run, which says where the purchase is.
     pub run_status: String,
     pub run_step: String,
@@ -128,7 +129,10 @@ const PURCHASE_COLUMNS: &str = "p.id, p.tenant_id, p.offering_id, p.quantity, p.
     p.created_at, r.status AS run_status, r.step AS run_step, r.failure_code";
 
 fn select() -> String {
-    format!("SELECT {PURCHASE_COLUMNS}, {STATUS} AS status FROM purchases p JOIN runs r ON r.id = p.run_id")
+    format!(
+        "SELECT {PURCHASE_COLUMNS}, {STATUS} AS status, c.email AS customer_email
+         FROM purchases p JOIN runs r ON r.id = p.run_id JOIN customers c ON c.id = p.customer_id"
+    )
 }
 
 pub async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<PurchaseRow>, sqlx::Error> {

@@ -294,8 +294,8 @@ pub async fn complete(
             WHERE s.id = c.signal_id AND s.run_id = c.id
          ),
          sent AS (
-            INSERT INTO outbox (run_id, dedup_key, channel, payload)
-            SELECT o.run_id, o.dedup_key, o.channel, o.payload
+            INSERT INTO outbox (run_id, tenant_id, dedup_key, channel, payload)
+            SELECT o.run_id, (SELECT tenant_id FROM runs WHERE id = o.run_id), o.dedup_key, o.channel, o.payload
             FROM unnest($19::uuid[], $20::text[], $21::text[], $22::jsonb[]) AS o(run_id, dedup_key, channel, payload)
             JOIN upd ON upd.id = o.run_id
             ON CONFLICT (dedup_key) DO NOTHING

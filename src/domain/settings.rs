@@ -98,6 +98,12 @@ impl Notifications {
         let n: Notifications = serde_json::from_value(v).map_err(|e| invalid("notifications", e))?;
         if let Some(url) = &n.webhook_url {
             check_url("notifications.webhook_url", url)?;
+            if n.webhook_secret.as_ref().is_none_or(|s| s.len() < 16) {
+                return Err(invalid(
+                    "notifications.webhook_secret",
+                    "a webhook needs a signing secret of 16+ characters",
+                ));
+            }
         }
         if let Some(smtp) = &n.smtp {
             if smtp.host.is_empty() {

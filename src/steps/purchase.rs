@@ -62,6 +62,14 @@ fn provider_for(providers: &Providers, p: &PurchaseRow) -> Result<Arc<dyn Paymen
     providers.get(&p.provider).ok_or_else(|| Outcome::park(format!("provider `{}` is not configured", p.provider)))
 }
 
+/// The platform webhook for a purchase status change.
+fn status_event(p: &PurchaseRow, status: &str) -> Value {
+    json!({
+        "type": format!("purchase.{status}"),
+        "data": {"purchase_id": crate::api::ids::purchase(p.id), "offering_id": p.offering_id, "status": status},
+    })
+}
+
 macro_rules! try_outcome {
     ($e:expr) => {
         match $e {
@@ -112,6 +120,7 @@ impl StepHandler for Authorize {
                 Err(e) => Outcome::retry(e),
             };
         }
+        let waiting_event = status_event(&p, "requires_action");
         let provider = try_outcome!(provider_for(&self.0, &p));
         let answer = ctx
             .effect(
@@ -160,6 +169,7 @@ impl StepHandler for Authorize {
         match answer {
             Ok(Authorization::Authorized { .. }) => Outcome::next("ok"),
             Ok(Authorization::RequiresAction { .. }) => {
+                ctx.emit("webhook", "purchase.requires_action", waiting_event);
                 Outcome::wait(&["payment.authorized", "payment.failed"], Some(Utc::now() + ACTION_DEADLINE))
             }
             Ok(Authorization::Declined { .. }) => Outcome::next("declined"),
@@ -325,7 +335,9 @@ impl StepHandler for RefundAll {
     }
 }
 
-/// Queues the platform webhook for the completed purchase (delivered from the outbox).
+/// Tells the platform (webhook) and the people (receipt, enrollment
+/// confirmations), through the outbox: the messages exist if and only if
+/// this step's result commits, and a retried step does not queue them twice.
 pub struct Notify;
 
 #[async_trait]
@@ -336,13 +348,40 @@ impl StepHandler for Notify {
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let p = try_outcome!(load(ctx).await);
-        let event: Value = json!({
-            "type": "purchase.completed",
-            "purchase_id": crate::api::ids::purchase(p.id),
-            "offering_id": p.offering_id,
-            "tenant_id": p.tenant_id,
-        });
-        ctx.emit("webhook", "purchase.completed", event);
+        let pool = ctx.pool().clone();
+        let (offering, seats) = match (
+            db::offerings::get(&pool, p.tenant_id, &p.offering_id).await,
+            db::purchases::seats(&mut *try_outcome!(pool.acquire().await.map_err(Outcome::retry)), p.id).await,
+        ) {
+            (Ok(Some(o)), Ok(s)) => (o, s),
+            (Ok(None), _) => return Outcome::park("the purchase's offering is gone"),
+            (Err(e), _) | (_, Err(e)) => return Outcome::retry(e),
+        };
+        let total = try_outcome!(total(&p));
+        ctx.emit("webhook", "purchase.completed", status_event(&p, "completed"));
+        ctx.emit(
+            "email",
+            "receipt",
+            json!({
+                "to": p.customer_email,
+                "subject": format!("Your receipt for {}", offering.title),
+                "text": format!("Thank you for your purchase.\n\n{} x {}\nTotal: {}\nReference: {}\n",
+                                p.quantity, offering.title, total, crate::api::ids::purchase(p.id)),
+            }),
+        );
+        for seat in seats.iter().filter(|s| s.status == "active") {
+            let Some(email) = &seat.assignee_email else { continue };
+            let url = offering.lms_url.as_deref().unwrap_or("your learning platform");
+            ctx.emit(
+                "email",
+                &format!("enrolled:{}", seat.id),
+                json!({
+                    "to": email,
+                    "subject": format!("You are enrolled in {}", offering.title),
+                    "text": format!("You now have access to {}.\n\nStart here: {url}\n", offering.title),
+                }),
+            );
+        }
         Outcome::next("ok")
     }
 }
@@ -376,6 +415,7 @@ impl StepHandler for ReleaseSeats {
         if let Err(e) = db::purchases::release_seats(ctx.pool(), p.id).await {
             return Outcome::retry(e);
         }
+        ctx.emit("webhook", "purchase.failed", status_event(&p, "failed"));
         Outcome::next(if expired { "payment_expired" } else { "payment_declined" })
     }
 }

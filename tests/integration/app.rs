@@ -169,3 +169,22 @@ impl TestApp {
         self.send(reqwest::Method::PATCH, "/v1/settings", Some(&self.api_key), Some(body.to_string())).await
     }
 }
+
+impl TestApp {
+    /// Delivers the outbox until nothing is due, as the deliverer loop would.
+    pub async fn deliver_all(&self) -> usize {
+        let mut config = bursar::notify::DelivererConfig::default();
+        config.retry.initial = std::time::Duration::from_millis(10);
+        config.retry.max = std::time::Duration::from_millis(50);
+        config.retry.jitter = false;
+        let deliverer = bursar::notify::Deliverer::new(self.db.pool.clone(), config);
+        let mut handled = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while bursar::db::outbox::backlog(&self.db.pool).await.unwrap() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
+            handled += deliverer.deliver_due().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        handled
+    }
+}

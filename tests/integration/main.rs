@@ -7,6 +7,7 @@ mod definitions;
 mod effects;
 mod leases;
 mod lms;
+mod notifications;
 mod offerings;
 mod operators;
 mod provider;
