@@ -4,6 +4,7 @@
 //! harmless.
 
 pub mod callback;
+pub mod moodle;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -51,6 +52,8 @@ pub fn adapter(target: &LmsTarget, http: &reqwest::Client) -> Option<Box<dyn Lms
         LmsTarget::Callback { url, secret } => {
             Some(Box::new(callback::Callback { url: url.clone(), secret: secret.clone(), http: http.clone() }))
         }
-        LmsTarget::Moodle { .. } => None,
+        LmsTarget::Moodle { base_url, token } => {
+            Some(Box::new(moodle::Moodle { base_url: base_url.clone(), token: token.clone(), http: http.clone() }))
+        }
     }
 }
