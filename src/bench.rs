@@ -19,6 +19,26 @@ use crate::{db, steps, workflows};
 pub enum BenchCommand {
     /// Durable no-op steps per second, and enqueue-to-start latency.
     Engine(EngineBench),
+    /// Completed purchases per second through the HTTP API, and create-to-completed latency.
+    Purchases(PurchaseBench),
+}
+
+#[derive(Args)]
+pub struct PurchaseBench {
+    #[command(flatten)]
+    db: DbSettings,
+    /// Purchases to make.
+    #[arg(long, default_value_t = 6_000)]
+    purchases: usize,
+    /// Requests in flight at once from the load generator.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Runs in flight in the worker.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Seconds of pgbench -N (0 skips it).
+    #[arg(long, default_value_t = 15)]
+    pgbench_seconds: u32,
 }
 
 #[derive(Args)]
@@ -48,6 +68,7 @@ pub struct EngineBench {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Engine(b) => engine(b).await,
+        BenchCommand::Purchases(b) => purchases(b).await,
     }
 }
 
@@ -179,4 +200,138 @@ async fn pgbench_tps(url: &str, seconds: u32) -> anyhow::Result<Option<f64>> {
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok());
     Ok(tps.map(|t| t.round()))
+}
+
+/// What `bursar serve` runs (API, workers, notification delivery), plus a
+/// loopback callback LMS, in this process; the load generator posts
+/// purchases to the API over HTTP with the sandbox's `pm_sandbox_ok`.
+async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let url = fresh_database(&b.db.database_url, "bursar_bench_purchases").await?;
+    let pool = db::connect(&url, b.db.db_pool.max(32)).await?;
+    db::migrate(&pool).await?;
+    let providers = steps::providers(&pool);
+    let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&providers))?;
+
+    // The platform's enrollment endpoint: answers 200 and counts.
+    let enrolled = Arc::new(AtomicU64::new(0));
+    let lms = {
+        let enrolled = enrolled.clone();
+        axum::Router::new().route(
+            "/enroll",
+            axum::routing::post(move || {
+                let enrolled = enrolled.clone();
+                async move {
+                    enrolled.fetch_add(1, Ordering::Relaxed);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let lms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let lms_url = format!("http://{}/enroll", lms_listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(lms_listener, lms).await });
+
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", api_listener.local_addr()?);
+    let router = crate::api::router(crate::api::AppState::new(engine.clone(), providers, api.clone()));
+    tokio::spawn(async move { axum::serve(api_listener, router).await });
+    let (stop, stopped) = watch::channel(false);
+    let config =
+        WorkerConfig { concurrency: b.concurrency, claim_batch: 128, completion_batch: 512, ..WorkerConfig::default() };
+    let mut rx = stopped.clone();
+    let worker = tokio::spawn(engine.worker(config).run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+
+    let tenant = crate::tenants::create(&pool, "bench").await?;
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {}", tenant.api_key);
+    let settings = json!({"lms": {"type": "callback", "url": lms_url, "secret": "bench-signing-secret-0123"}});
+    let res = http.patch(format!("{api}/v1/settings")).header("authorization", &auth).json(&settings).send().await?;
+    anyhow::ensure!(res.status().is_success(), "settings: {}", res.text().await?);
+    let offering =
+        json!({"title": "Bench 101", "price": {"amount": "49.00", "currency": "USD"}, "lms": {"course_id": "1"}});
+    let res =
+        http.put(format!("{api}/v1/offerings/bench-101")).header("authorization", &auth).json(&offering).send().await?;
+    anyhow::ensure!(res.status().is_success(), "offering: {}", res.text().await?);
+
+    let next = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..b.clients {
+        let (http, api, auth, next) = (http.clone(), api.clone(), auth.clone(), next.clone());
+        let total = b.purchases as u64;
+        clients.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let body = json!({"offering_id": "bench-101", "customer": {"email": format!("learner{i}@bench.example")},
+                                  "payment": {"provider": "sandbox", "payment_method": "pm_sandbox_ok"}});
+                let res = http
+                    .post(format!("{api}/v1/purchases"))
+                    .header("authorization", &auth)
+                    .header("idempotency-key", format!("bench-{i}"))
+                    .json(&body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status().as_u16() == 201, "purchase {i}: {}", res.text().await?);
+            }
+        }));
+    }
+    for c in clients {
+        c.await??;
+    }
+    let posted = began.elapsed();
+    loop {
+        let (done, stuck): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status IN ('failed', 'parked'))
+             FROM runs WHERE workflow = 'purchase'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        anyhow::ensure!(stuck == 0, "{stuck} purchases did not complete");
+        if done as usize >= b.purchases {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = began.elapsed();
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+         FROM (SELECT extract(epoch FROM (finished_at - created_at)) * 1000 AS ms FROM runs WHERE workflow = 'purchase') t",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM sandbox_charges WHERE captured_minor = amount_minor")
+        .fetch_one(&pool)
+        .await?;
+    let _ = stop.send(true);
+    worker.await??;
+    pool.close().await;
+    let pgbench_tps =
+        if b.pgbench_seconds > 0 { pgbench_tps(&b.db.database_url, b.pgbench_seconds).await? } else { None };
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    println!(
+        "{}",
+        json!({
+            "bench": "purchases",
+            "completed_per_sec": (b.purchases as f64 / elapsed.as_secs_f64()).round(),
+            "purchases": b.purchases,
+            "seconds": round(elapsed.as_secs_f64()),
+            "posting_seconds": round(posted.as_secs_f64()),
+            "create_to_completed_ms": {"p50": round(p50), "p99": round(p99)},
+            "captured_once": captured,
+            "lms_enrollments": enrolled.load(Ordering::Relaxed),
+            "clients": b.clients,
+            "worker_concurrency": b.concurrency,
+            "pgbench_n_tps": pgbench_tps,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        })
+    );
+    Ok(())
 }
