@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, FromRow)]
@@ -45,26 +45,26 @@ pub async fn begin(pool: &PgPool, key: &str, run_id: Uuid, step: &str, name: &st
     .await
 }
 
-pub async fn succeed(pool: &PgPool, key: &str, response: &Value) -> Result<(), sqlx::Error> {
+pub async fn succeed(conn: &mut PgConnection, key: String, response: Value) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE effects SET status = 'succeeded', response = $2, error = NULL, updated_at = clock_timestamp()
          WHERE key = $1 AND status = 'pending'",
     )
     .bind(key)
     .bind(response)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn fail(pool: &PgPool, key: &str, error: &str) -> Result<(), sqlx::Error> {
+pub async fn fail(conn: &mut PgConnection, key: String, error: String) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE effects SET status = 'failed', error = $2, updated_at = clock_timestamp()
          WHERE key = $1 AND status = 'pending'",
     )
     .bind(key)
     .bind(error)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -241,15 +241,17 @@ pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx:
     tx.commit().await
 }
 
-pub async fn set_payment(
-    pool: &PgPool,
-    purchase_id: Uuid,
-    status: &str,
-    reference: Option<&str>,
-    authorized_minor: Option<i64>,
-    captured_minor: Option<i64>,
-    next_action: Option<&Value>,
-) -> Result<(), sqlx::Error> {
+/// What a payment step learned from the provider.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentUpdate {
+    pub status: &'static str,
+    pub reference: Option<String>,
+    pub authorized_minor: Option<i64>,
+    pub captured_minor: Option<i64>,
+    pub next_action: Option<Value>,
+}
+
+pub async fn set_payment(conn: &mut PgConnection, purchase_id: Uuid, u: &PaymentUpdate) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE purchases SET payment_status = $2, payment_reference = COALESCE($3, payment_reference),
                 authorized_minor = COALESCE($4, authorized_minor), captured_minor = COALESCE($5, captured_minor),
@@ -257,12 +259,12 @@ pub async fn set_payment(
          WHERE id = $1",
     )
     .bind(purchase_id)
-    .bind(status)
-    .bind(reference)
-    .bind(authorized_minor)
-    .bind(captured_minor)
-    .bind(next_action)
-    .execute(pool)
+    .bind(u.status)
+    .bind(&u.reference)
+    .bind(u.authorized_minor)
+    .bind(u.captured_minor)
+    .bind(&u.next_action)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -365,12 +367,12 @@ pub async fn seats_to_enroll(pool: &PgPool, purchase_id: Uuid) -> Result<Vec<Sea
     .await
 }
 
-pub async fn activate_seat(pool: &PgPool, seat_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn activate_seat(conn: &mut PgConnection, seat_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE seats SET status = 'active', enrolled_at = clock_timestamp() WHERE id = $1 AND status = 'unassigned'",
     )
     .bind(seat_id)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Engine;
+use super::handler::Staged;
 use crate::db;
 use crate::db::runs::{Completed, Completion};
 
@@ -20,6 +21,8 @@ pub(crate) struct Job {
     pub completion: Completion,
     pub workflow: String,
     pub version: i32,
+    /// The step's domain writes and effect outcomes, committed with its result.
+    pub staged: Vec<Staged>,
     reply: oneshot::Sender<Result<Committed, CommitError>>,
 }
 
@@ -82,9 +85,10 @@ impl Completer {
         completion: Completion,
         workflow: String,
         version: i32,
+        staged: Vec<Staged>,
     ) -> Result<Committed, CommitError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { completion, workflow, version, reply };
+        let job = Job { completion, workflow, version, staged, reply };
         self.sender.send(job).await.map_err(|_| CommitError::Db("the completer has stopped".into()))?;
         answer.await.map_err(|_| CommitError::Db("the completer stopped before answering".into()))?
     }
@@ -136,6 +140,12 @@ async fn commit_batch(
     let rows: Vec<Completion> = jobs.iter().map(|j| j.completion.clone()).collect();
     let mut tx = engine.pool().begin().await?;
     let done = db::runs::complete(&mut tx, worker, lease, &rows).await?;
+    // Only runs whose lease held get their writes: a zombie's change nothing.
+    for job in jobs.iter().filter(|j| done.iter().any(|c| c.id == j.completion.run_id)) {
+        for write in &job.staged {
+            write(&mut tx).await?;
+        }
+    }
 
     // A cancel requested while the step ran takes effect now that its result is safe.
     for c in done.iter().filter(|c| c.cancel_requested) {

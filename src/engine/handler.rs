@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db;
@@ -102,6 +103,14 @@ pub struct OutboxMessage {
     pub payload: Value,
 }
 
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A write that commits in the step's completion transaction, with its
+/// result, its next state and its history row, or not at all (if the lease
+/// was lost). It may run more than once (a batch that fails is retried run by
+/// run), so it only builds its statement from what it captured.
+pub type Staged = Arc<dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync>;
+
 /// The state one attempt of one step works with.
 pub struct StepCtx {
     pub run_id: Uuid,
@@ -115,6 +124,7 @@ pub struct StepCtx {
     /// The signal that resumed this step after a wait, if any.
     pub signal: Option<Signal>,
     pub(crate) outbox: Vec<OutboxMessage>,
+    pub(crate) staged: Mutex<Vec<Staged>>,
     pub(crate) pool: PgPool,
 }
 
@@ -176,6 +186,16 @@ impl StepCtx {
         Ok(())
     }
 
+    /// Have `write` commit together with this step's result (see `Staged`).
+    /// A domain write staged here needs no guard against running twice: it
+    /// lands exactly when the step's outcome does.
+    pub fn stage<F>(&self, write: F)
+    where
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync + 'static,
+    {
+        self.staged.lock().expect("not poisoned").push(Arc::new(write));
+    }
+
     /// Queue a message (mail, webhook) that exists if and only if this step's
     /// result commits. `key` tells it apart from the step's other messages and
     /// keeps a retried step from sending it twice.
@@ -226,13 +246,18 @@ impl StepCtx {
         }
     }
 
+    // The outcome of a call is recorded with the step's result: if that is
+    // lost, the ledger row stays pending and the next attempt asks the other
+    // side, which is what `lookup` is for.
     async fn record_success<T: Serialize>(&self, key: &str, v: T) -> Result<T, EffectError> {
-        db::effects::succeed(&self.pool, key, &serde_json::to_value(&v)?).await?;
+        let (key, response) = (key.to_owned(), serde_json::to_value(&v)?);
+        self.stage(move |conn| Box::pin(db::effects::succeed(conn, key.clone(), response.clone())));
         Ok(v)
     }
 
     async fn record_failure<T>(&self, key: &str, e: String) -> Result<T, EffectError> {
-        db::effects::fail(&self.pool, key, &e).await?;
+        let (key, error) = (key.to_owned(), e.clone());
+        self.stage(move |conn| Box::pin(db::effects::fail(conn, key.clone(), error.clone())));
         Err(EffectError::Failed(e))
     }
 }

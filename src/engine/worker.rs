@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::Engine;
 use super::completer::{CommitError, Committed, Completer};
 use super::definition::DEADLINE;
-use super::handler::{Outcome, Signal, StepCtx};
+use super::handler::{Outcome, Signal, Staged, StepCtx};
 use super::transition::{self, RunStatus, Transition};
 use crate::db;
 use crate::db::runs::{Claimed, Completion};
@@ -191,13 +191,12 @@ async fn renew_leases(pool: sqlx::PgPool, worker: String, lease: Duration, every
 /// run may continue in place under the same lease.
 async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePermit) {
     loop {
-        let completion = attempt(&shared, &run).await;
-        let mut completion = completion;
+        let (mut completion, staged) = attempt(&shared, &run).await;
         completion.continue_in_place &= !shared.stopping.load(Ordering::SeqCst);
         let next_context = completion.continue_in_place.then(|| completion.context.clone());
         let next_step = completion.step.clone();
         let outcome = completion.history_outcome.clone();
-        let result = shared.completer.commit(completion, run.workflow.clone(), run.version).await;
+        let result = shared.completer.commit(completion, run.workflow.clone(), run.version, staged).await;
         match result {
             Ok(Committed::Continued { attempt_started_at }) => {
                 run.step = next_step;
@@ -222,16 +221,16 @@ async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePer
 }
 
 /// One attempt of the run's current step, as a completion to commit.
-async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
+async fn attempt(shared: &Shared, run: &Claimed) -> (Completion, Vec<Staged>) {
     let engine = &shared.engine;
     let park = |reason: String| Transition::park(&run.step, run.attempt as u32, reason);
     let Some(def) = engine.workflows().get(&run.workflow, run.version as u32).cloned() else {
         let reason = format!("workflow {} v{} is not loaded by this worker", run.workflow, run.version);
-        return completion(run, park(reason), run.context.clone(), None, vec![]);
+        return (completion(run, park(reason), run.context.clone(), None, vec![]), vec![]);
     };
     let Some(step) = def.step(&run.step).cloned() else {
         let reason = format!("step `{}` is not in {} v{}", run.step, run.workflow, run.version);
-        return completion(run, park(reason), run.context.clone(), None, vec![]);
+        return (completion(run, park(reason), run.context.clone(), None, vec![]), vec![]);
     };
     if run.attempt as u32 > step.retry.max_attempts {
         // Only a lost lease gets here (a failure that returned `retry` was
@@ -242,7 +241,7 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
             step.retry.max_attempts,
             run.last_error.as_deref().unwrap_or("none")
         );
-        return completion(run, park(reason), run.context.clone(), None, vec![]);
+        return (completion(run, park(reason), run.context.clone(), None, vec![]), vec![]);
     }
 
     let mut signal = None;
@@ -252,12 +251,12 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
             Ok(None) if run.was_waiting => {
                 let mut t = transition::plan(&def, &run.step, run.attempt as u32, Outcome::next(DEADLINE), Utc::now());
                 t.history_outcome = DEADLINE.into();
-                return completion(run, t, run.context.clone(), None, vec![]);
+                return (completion(run, t, run.context.clone(), None, vec![]), vec![]);
             }
             Ok(None) => {}
             Err(e) => {
                 let t = transition::plan(&def, &run.step, run.attempt as u32, Outcome::retry(e), Utc::now());
-                return completion(run, t, run.context.clone(), None, vec![]);
+                return (completion(run, t, run.context.clone(), None, vec![]), vec![]);
             }
         }
     }
@@ -272,6 +271,7 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
         context: run.context.clone(),
         signal: signal.clone(),
         outbox: vec![],
+        staged: Default::default(),
         pool: engine.pool().clone(),
     };
     let span = tracing::info_span!("step", run = %run.id, tenant = %run.tenant_id, workflow = %run.workflow, step = %run.step, attempt = run.attempt);
@@ -283,20 +283,28 @@ async fn attempt(shared: &Shared, run: &Claimed) -> Completion {
         span,
     ));
     let abort = task.abort_handle();
-    let (outcome, context, outbox) = match tokio::time::timeout(step.timeout, task).await {
-        Ok(Ok((outcome, ctx))) => (outcome, ctx.context, ctx.outbox),
+    let (outcome, context, outbox, staged) = match tokio::time::timeout(step.timeout, task).await {
+        Ok(Ok((outcome, ctx))) => {
+            let staged = ctx.staged.into_inner().unwrap_or_default();
+            (outcome, ctx.context, ctx.outbox, staged)
+        }
         Ok(Err(e)) => {
             let why = if e.is_panic() { panic_message(e.into_panic()) } else { e.to_string() };
-            (Outcome::retry(format!("the handler panicked: {why}")), run.context.clone(), vec![])
+            (Outcome::retry(format!("the handler panicked: {why}")), run.context.clone(), vec![], vec![])
         }
         Err(_) => {
             abort.abort();
-            (Outcome::retry(format!("the step timed out after {:?}", step.timeout)), run.context.clone(), vec![])
+            (
+                Outcome::retry(format!("the step timed out after {:?}", step.timeout)),
+                run.context.clone(),
+                vec![],
+                vec![],
+            )
         }
     };
     let t = transition::plan(&def, &run.step, run.attempt as u32, outcome, Utc::now());
     let outbox = outbox.into_iter().map(|m| (m.dedup_key, m.channel, m.payload)).collect();
-    completion(run, t, context, signal, outbox)
+    (completion(run, t, context, signal, outbox), staged)
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

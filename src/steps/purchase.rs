@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db;
-use crate::db::purchases::PurchaseRow;
+use crate::db::purchases::{PaymentUpdate, PurchaseRow};
 use crate::domain::money::{Currency, Money};
 use crate::domain::settings::LmsTarget;
 use crate::engine::{CallError, Lookup, Outcome, StepCtx, StepHandler};
@@ -70,6 +70,14 @@ fn status_event(p: &PurchaseRow, status: &str) -> Value {
     })
 }
 
+/// Records what the provider said, with the step's result.
+fn stage_payment(ctx: &StepCtx, purchase_id: Uuid, update: PaymentUpdate) {
+    ctx.stage(move |conn| {
+        let update = update.clone();
+        Box::pin(async move { db::purchases::set_payment(conn, purchase_id, &update).await })
+    });
+}
+
 macro_rules! try_outcome {
     ($e:expr) => {
         match $e {
@@ -108,19 +116,17 @@ impl StepHandler for Authorize {
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let p = try_outcome!(load(ctx).await);
         let amount = try_outcome!(total(&p));
-        let pool = ctx.pool().clone();
         // Resumed by the provider's webhook after the buyer acted.
         if let Some(signal) = ctx.signal.clone() {
-            let (status, authorized, label) = match signal.name.as_str() {
+            let (status, authorized_minor, label) = match signal.name.as_str() {
                 "payment.authorized" => ("authorized", Some(p.total_minor), "ok"),
                 _ => ("declined", None, "declined"),
             };
-            return match db::purchases::set_payment(&pool, p.id, status, None, authorized, None, None).await {
-                Ok(()) => Outcome::next(label),
-                Err(e) => Outcome::retry(e),
-            };
+            stage_payment(ctx, p.id, PaymentUpdate { status, authorized_minor, ..Default::default() });
+            return Outcome::next(label);
         }
         let waiting_event = status_event(&p, "requires_action");
+        let (p_id, p_total) = (p.id, p.total_minor);
         let provider = try_outcome!(provider_for(&self.0, &p));
         let answer = ctx
             .effect(
@@ -141,30 +147,26 @@ impl StepHandler for Authorize {
                 },
             )
             .await;
-        let recorded = match &answer {
-            Ok(Authorization::Authorized { reference }) => {
-                db::purchases::set_payment(&pool, p.id, "authorized", Some(reference), Some(p.total_minor), None, None)
-                    .await
-            }
-            Ok(Authorization::RequiresAction { reference, next_action }) => {
-                db::purchases::set_payment(
-                    &pool,
-                    p.id,
-                    "requires_action",
-                    Some(reference),
-                    None,
-                    None,
-                    Some(next_action),
-                )
-                .await
-            }
+        let update = match &answer {
+            Ok(Authorization::Authorized { reference }) => Some(PaymentUpdate {
+                status: "authorized",
+                reference: Some(reference.clone()),
+                authorized_minor: Some(p_total),
+                ..Default::default()
+            }),
+            Ok(Authorization::RequiresAction { reference, next_action }) => Some(PaymentUpdate {
+                status: "requires_action",
+                reference: Some(reference.clone()),
+                next_action: Some(next_action.clone()),
+                ..Default::default()
+            }),
             Ok(Authorization::Declined { reference, .. }) => {
-                db::purchases::set_payment(&pool, p.id, "declined", reference.as_deref(), None, None, None).await
+                Some(PaymentUpdate { status: "declined", reference: reference.clone(), ..Default::default() })
             }
-            Err(_) => Ok(()),
+            Err(_) => None,
         };
-        if let Err(e) = recorded {
-            return Outcome::retry(e);
+        if let Some(update) = update {
+            stage_payment(ctx, p_id, update);
         }
         match answer {
             Ok(Authorization::Authorized { .. }) => Outcome::next("ok"),
@@ -204,12 +206,9 @@ impl StepHandler for Capture {
             .await;
         match captured {
             Ok(c) => {
-                match db::purchases::set_payment(ctx.pool(), p.id, "captured", None, None, Some(c.amount_minor), None)
-                    .await
-                {
-                    Ok(()) => Outcome::next("ok"),
-                    Err(e) => Outcome::retry(e),
-                }
+                let captured_minor = Some(c.amount_minor);
+                stage_payment(ctx, p.id, PaymentUpdate { status: "captured", captured_minor, ..Default::default() });
+                Outcome::next("ok")
             }
             // An authorization that cannot be captured needs a person: the money is held.
             Err(crate::engine::EffectError::Failed(why)) => {
@@ -281,9 +280,8 @@ impl StepHandler for Enroll {
                 .await;
             match done {
                 Ok(_) => {
-                    if let Err(e) = db::purchases::activate_seat(&pool, seat.id).await {
-                        return Outcome::retry(e);
-                    }
+                    let seat_id = seat.id;
+                    ctx.stage(move |conn| Box::pin(db::purchases::activate_seat(conn, seat_id)));
                 }
                 Err(crate::engine::EffectError::Failed(why)) => {
                     ctx.context["enrollment_error"] = json!(why);

@@ -109,7 +109,13 @@ impl StepHandler for ChargeThenStall {
                     charges.0.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, bursar::engine::CallError>(json!({"charge": "ch_1"}))
                 },
-                |_key| async { Ok(bursar::engine::Lookup::NotApplied) },
+                // As a provider does: the charge made under this key, if any.
+                |_key| async move {
+                    match self.charges.calls() {
+                        0 => Ok(bursar::engine::Lookup::NotApplied),
+                        _ => Ok(bursar::engine::Lookup::Succeeded(json!({"charge": "ch_1"}))),
+                    }
+                },
             )
             .await;
         if let Err(e) = charged {
