@@ -216,6 +216,25 @@ pub async fn reserve_seats(pool: &PgPool, purchase_id: Uuid) -> Result<bool, sql
     Ok(taken)
 }
 
+/// Counts the purchase's seats against an offering without a capacity, in
+/// the step's completion transaction. Nothing is decided here, so it needs no
+/// lock of its own; if a capacity was set meanwhile, the offering's CHECK
+/// refuses an overshoot and the step runs again down the locked path.
+pub async fn count_seats_unlimited(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH p AS (
+            UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp()
+            WHERE id = $1 AND NOT seats_reserved RETURNING tenant_id, offering_id, quantity
+         )
+         UPDATE offerings o SET seats_taken = o.seats_taken + p.quantity, updated_at = clock_timestamp()
+         FROM p WHERE o.tenant_id = p.tenant_id AND o.id = p.offering_id",
+    )
+    .bind(purchase_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Gives the purchase's seats back to its offering, once, and cancels them.
 pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;

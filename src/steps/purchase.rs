@@ -97,6 +97,18 @@ impl StepHandler for ReserveSeats {
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let p = try_outcome!(load(ctx).await);
+        let capacity = match db::offerings::get(ctx.pool(), p.tenant_id, &p.offering_id).await {
+            Ok(Some(o)) => o.capacity,
+            Ok(None) => return Outcome::park("the purchase's offering is gone"),
+            Err(e) => return Outcome::retry(e),
+        };
+        if capacity.is_none() && !p.seats_reserved {
+            // Unlimited: nothing to decide, so the count commits with this step.
+            let id = p.id;
+            ctx.stage(move |conn| Box::pin(db::purchases::count_seats_unlimited(conn, id)));
+            return Outcome::next("ok");
+        }
+        // Limited: the guarded UPDATE decides, serialized on the offering's row.
         match db::purchases::reserve_seats(ctx.pool(), p.id).await {
             Ok(true) => Outcome::next("ok"),
             Ok(false) => Outcome::next("sold_out"),
