@@ -214,3 +214,27 @@ async fn another_tenant_cannot_see_a_purchase_and_lists_page_with_a_cursor() {
     assert_eq!(app.list_purchases("status=bogus").await.error(), ("invalid_request", Some("status")));
     assert_eq!(app.list_purchases("limit=501").await.error(), ("invalid_request", Some("limit")));
 }
+
+#[tokio::test]
+async fn a_customer_is_made_once_per_email_and_linked_to_the_lms_user_when_known() {
+    let app = app_with_offering(json!(null)).await;
+    let mut first = purchase("pm_sandbox_ok");
+    first["customer"] = json!({"email": "Ana@Example.org", "name": "Ana"});
+    let a = app.post_purchase(Some("a"), &first).await.body;
+    let b = app.post_purchase(Some("b"), &purchase("pm_sandbox_ok")).await.body;
+    assert_eq!(a["customer_id"], b["customer_id"], "the same email (in any case) is the same customer");
+    let lms_user: Option<String> =
+        sqlx::query_scalar("SELECT lms_user_id FROM customers").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(lms_user.as_deref(), Some("1007"), "linked once a purchase named the LMS user");
+    let other = app.other_tenant_key().await;
+    let theirs = app
+        .client
+        .post(format!("{}/v1/purchases", app.address))
+        .bearer_auth(other)
+        .header("Idempotency-Key", "a")
+        .json(&purchase("pm_sandbox_ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404, "another tenant has no such offering");
+}
