@@ -58,6 +58,29 @@ async fn lookup<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Calls the provider through the effects ledger as effect `name`: the call
+/// gets the ledger's key, and an earlier attempt whose answer was lost is
+/// resolved by asking the provider before anything is called again.
+async fn provider_effect<T, F, Fut>(
+    ctx: &StepCtx,
+    name: &str,
+    provider: Arc<dyn PaymentProvider>,
+    call: F,
+) -> Result<T, crate::engine::EffectError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: FnOnce(Arc<dyn PaymentProvider>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let asked = provider.clone();
+    ctx.effect(
+        name,
+        |key| async move { call(provider, key).await.map_err(call_error) },
+        |key| async move { lookup(asked.as_ref(), &key).await },
+    )
+    .await
+}
+
 fn provider_for(providers: &Providers, p: &PurchaseRow) -> Result<Arc<dyn PaymentProvider>, Outcome> {
     providers.get(&p.provider).ok_or_else(|| Outcome::park(format!("provider `{}` is not configured", p.provider)))
 }
@@ -140,25 +163,17 @@ impl StepHandler for Authorize {
         let waiting_event = status_event(&p, "requires_action");
         let (p_id, p_total) = (p.id, p.total_minor);
         let provider = try_outcome!(provider_for(&self.0, &p));
-        let answer = ctx
-            .effect(
-                "authorize",
-                |key| async move {
-                    let req = AuthorizeRequest {
-                        tenant_id: p.tenant_id,
-                        purchase_id: p.id,
-                        amount,
-                        payment_method: &p.payment_method,
-                        idempotency_key: &key,
-                    };
-                    provider.authorize(&req).await.map_err(call_error)
-                },
-                |key| {
-                    let provider = self.0.get(&p.provider);
-                    async move { lookup(provider.as_deref().expect("checked above"), &key).await }
-                },
-            )
-            .await;
+        let answer = provider_effect(ctx, "authorize", provider, |provider, key| async move {
+            let req = AuthorizeRequest {
+                tenant_id: p.tenant_id,
+                purchase_id: p.id,
+                amount,
+                payment_method: &p.payment_method,
+                idempotency_key: &key,
+            };
+            provider.authorize(&req).await
+        })
+        .await;
         let update = match &answer {
             Ok(Authorization::Authorized { reference }) => Some(PaymentUpdate {
                 status: "authorized",
@@ -208,12 +223,12 @@ impl StepHandler for Capture {
         let Some(reference) = p.payment_reference.clone() else {
             return Outcome::park("capture without an authorization reference");
         };
-        let looked_up = provider.clone();
-        let captured: Result<Captured, _> = ctx
-            .effect(
+        let captured: Result<Captured, _> =
+            provider_effect(
+                ctx,
                 "capture",
-                |key| async move { provider.capture(&reference, amount, &key).await.map_err(call_error) },
-                |key| async move { lookup(looked_up.as_ref(), &key).await },
+                provider,
+                |p, key| async move { p.capture(&reference, amount, &key).await },
             )
             .await;
         match captured {
@@ -324,14 +339,9 @@ impl StepHandler for RefundAll {
         let Some(reference) = p.payment_reference.clone() else {
             return Outcome::park("refund without a payment reference");
         };
-        let looked_up = provider.clone();
-        let refunded: Result<Refunded, _> = ctx
-            .effect(
-                "refund",
-                |key| async move { provider.refund(&reference, amount, &key).await.map_err(call_error) },
-                |key| async move { lookup(looked_up.as_ref(), &key).await },
-            )
-            .await;
+        let refunded: Result<Refunded, _> =
+            provider_effect(ctx, "refund", provider, |p, key| async move { p.refund(&reference, amount, &key).await })
+                .await;
         match refunded {
             Ok(r) => match db::purchases::record_full_refund(ctx.pool(), p.id, p.refunded_minor + r.amount_minor).await
             {
@@ -410,14 +420,10 @@ impl StepHandler for ReleaseSeats {
         let p = try_outcome!(load(ctx).await);
         let expired = p.payment_status == "requires_action";
         if expired && let (Some(provider), Some(reference)) = (self.0.get(&p.provider), p.payment_reference.clone()) {
-            let looked_up = provider.clone();
-            let voided: Result<Value, _> = ctx
-                .effect(
-                    "void",
-                    |key| async move { provider.void(&reference, &key).await.map(|()| json!({})).map_err(call_error) },
-                    |key| async move { lookup(looked_up.as_ref(), &key).await },
-                )
-                .await;
+            let voided: Result<Value, _> = provider_effect(ctx, "void", provider, |p, key| async move {
+                p.void(&reference, &key).await.map(|()| json!({}))
+            })
+            .await;
             if let Err(e) = voided {
                 return e.into_retry();
             }
