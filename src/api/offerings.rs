@@ -45,7 +45,7 @@ pub async fn get(
     caller: Caller,
     Path(offering_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row = db::offerings::get(&state.pool, caller.tenant_id, &offering_id)
+    let row = db::offerings::get_with_seats_taken(&state.pool, caller.tenant_id, &offering_id)
         .await?
         .ok_or_else(|| ApiError::not_found("offering"))?;
     Ok(Json(to_json(&row)?))

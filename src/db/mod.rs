@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "webhooks", include_str!("../../migrations/0004_webhooks.sql")),
     (5, "settings", include_str!("../../migrations/0005_settings.sql")),
     (6, "outbox_delivery", include_str!("../../migrations/0006_outbox_delivery.sql")),
+    (7, "reserved_seats", include_str!("../../migrations/0007_reserved_seats.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -216,22 +216,34 @@ pub async fn reserve_seats(pool: &PgPool, purchase_id: Uuid) -> Result<bool, sql
     Ok(taken)
 }
 
-/// Counts the purchase's seats against an offering without a capacity, in
-/// the step's completion transaction. Nothing is decided here, so it needs no
-/// lock of its own; if a capacity was set meanwhile, the offering's CHECK
-/// refuses an overshoot and the step runs again down the locked path.
-pub async fn count_seats_unlimited(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH p AS (
+/// Reserves the purchase's seats on an offering without a capacity, in the
+/// step's completion transaction: a flag on the purchase, no counter, so
+/// purchases of one offering do not queue on its row. KEY SHARE on the
+/// offering lets them run side by side but waits for a capacity being set,
+/// whose recount then includes this purchase. If a capacity was set first,
+/// this fails and the step runs again down the guarded path.
+pub async fn reserve_unlimited(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
+    let reserved: Option<bool> = sqlx::query_scalar(
+        "WITH unlimited AS (
+            SELECT 1 FROM offerings o JOIN purchases p ON p.tenant_id = o.tenant_id AND p.offering_id = o.id
+            WHERE p.id = $1 AND o.capacity IS NULL
+            FOR KEY SHARE OF o
+         ),
+         reserved AS (
             UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp()
-            WHERE id = $1 AND NOT seats_reserved RETURNING tenant_id, offering_id, quantity
+            WHERE id = $1 AND NOT seats_reserved AND EXISTS (SELECT 1 FROM unlimited)
+            RETURNING 1
          )
-         UPDATE offerings o SET seats_taken = o.seats_taken + p.quantity, updated_at = clock_timestamp()
-         FROM p WHERE o.tenant_id = p.tenant_id AND o.id = p.offering_id",
+         SELECT EXISTS (SELECT 1 FROM reserved) OR (SELECT seats_reserved FROM purchases WHERE id = $1)",
     )
     .bind(purchase_id)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
+    if reserved != Some(true) {
+        return Err(sqlx::Error::Protocol(
+            "the offering was given a capacity while its seat was being reserved".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -246,7 +258,10 @@ pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx:
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((tenant_id, offering_id, quantity)) = released {
-        sqlx::query("UPDATE offerings SET seats_taken = seats_taken - $3 WHERE tenant_id = $1 AND id = $2")
+        // Only limited offerings keep a counter (see reserve_unlimited).
+        sqlx::query(
+            "UPDATE offerings SET seats_taken = seats_taken - $3 WHERE tenant_id = $1 AND id = $2 AND capacity IS NOT NULL",
+        )
             .bind(tenant_id)
             .bind(&offering_id)
             .bind(quantity)

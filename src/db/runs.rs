@@ -352,8 +352,11 @@ pub async fn wake_if_signalled(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid])
 /// Keeps this worker's leases alive while its steps run.
 pub async fn extend_leases(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
+        // SKIP LOCKED: a locked row is being completed right now (which sets
+        // its lease anyway); waiting for it would stall the heartbeat behind
+        // the completer and, locking rows in another order, risk a deadlock.
         "UPDATE runs SET lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond'
-         WHERE lease_owner = $1 AND status = 'running'",
+         WHERE id IN (SELECT id FROM runs WHERE lease_owner = $1 AND status = 'running' FOR UPDATE SKIP LOCKED)",
     )
     .bind(worker)
     .bind(millis(lease))

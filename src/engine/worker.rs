@@ -101,10 +101,12 @@ impl Worker {
         loop {
             let room = slots.available_permits().min(config.claim_batch);
             let mut saturated = false;
+            let mut claimed_any = false;
             if room > 0 {
                 match db::runs::claim(&pool, &id, room, config.lease).await {
                     Ok(runs) => {
                         saturated = runs.len() == room;
+                        claimed_any = !runs.is_empty();
                         for run in runs {
                             let slot = slots.clone().try_acquire_owned().expect("a slot was counted free");
                             steps.spawn(execute(shared.clone(), run, slot));
@@ -118,7 +120,13 @@ impl Worker {
                 continue;
             }
             let full = slots.available_permits() == 0;
-            let nap = if full { config.poll_interval } else { time_to_next_wake(&pool, config.poll_interval).await };
+            // After an empty claim, sleep until the next run falls due; after a
+            // busy one, the next notification or poll comes soon enough.
+            let nap = if full || claimed_any {
+                config.poll_interval
+            } else {
+                time_to_next_wake(&pool, config.poll_interval).await
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = wake.notified() => {}

@@ -128,7 +128,7 @@ impl StepHandler for ReserveSeats {
         if capacity.is_none() && !p.seats_reserved {
             // Unlimited: nothing to decide, so the count commits with this step.
             let id = p.id;
-            ctx.stage(move |conn| Box::pin(db::purchases::count_seats_unlimited(conn, id)));
+            ctx.stage(move |conn| Box::pin(db::purchases::reserve_unlimited(conn, id)));
             return Outcome::next("ok");
         }
         // Limited: the guarded UPDATE decides, serialized on the offering's row.

@@ -238,3 +238,31 @@ async fn a_customer_is_made_once_per_email_and_linked_to_the_lms_user_when_known
         .unwrap();
     assert_eq!(theirs.status(), 404, "another tenant has no such offering");
 }
+
+#[tokio::test]
+async fn seats_of_an_unlimited_offering_are_counted_and_a_capacity_set_later_holds() {
+    let app = app_with_offering(json!(null)).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let body = purchase("pm_sandbox_ok");
+        ids.push(app.post_purchase(Some(&format!("u{i}")), &body).await.body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_for_status(id, "completed").await;
+    }
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 3);
+
+    let mut limited = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": 2});
+    let refused = app.put_offering("rust-101", &limited).await;
+    assert_eq!((refused.status, refused.error().0), (409, "conflict"), "3 seats are taken");
+    limited["capacity"] = json!(4);
+    assert_eq!(app.put_offering("rust-101", &limited).await.body["seats_taken"], 3);
+
+    let fourth =
+        app.post_purchase(Some("u3"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    let fifth = app.post_purchase(Some("u4"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&fourth, "completed").await;
+    let sold_out = app.wait_for_status(&fifth, "failed").await;
+    assert_eq!(sold_out["failure"]["code"], "sold_out");
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 4);
+}
