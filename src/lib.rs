@@ -8,6 +8,7 @@ pub mod domain;
 pub mod engine;
 pub mod lms;
 pub mod notify;
+pub mod ops;
 pub mod providers;
 pub mod signature;
 pub mod steps;

@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Inspect and act on runs (talks to the database directly).
+    Ops {
+        #[command(subcommand)]
+        command: OpsCommand,
+        #[command(flatten)]
+        db: DbSettings,
+    },
     /// Measure throughput and latency (prints one JSON line).
     Bench {
         #[command(subcommand)]
@@ -64,6 +71,55 @@ enum TenantCommand {
         name: String,
         #[command(flatten)]
         db: DbSettings,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpsCommand {
+    /// Runs: list, show, replay, cancel.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's whole timeline: attempts, effects, signals, operator actions.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a parked or failed run at its step.
+    Replay {
+        run_id: String,
+        #[arg(long)]
+        reason: String,
+        /// List which effects would run again and which are skipped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run (down its workflow's cancel path).
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -120,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench { command } => bench::run(command).await?,
+        Command::Ops { command: OpsCommand::Runs { command }, db } => ops_runs(command, db).await?,
     }
     Ok(())
 }
@@ -188,4 +245,65 @@ fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + '
     async move {
         let _ = rx.wait_for(|stop| *stop).await;
     }
+}
+
+/// `bursar ops runs ...`: the operator's actions are recorded as the CLI's user.
+async fn ops_runs(command: RunsCommand, db: DbSettings) -> anyhow::Result<()> {
+    use bursar::ops;
+    let pool = db::connect(&db.database_url, 2).await.context("connecting to the database")?;
+    let print = |json: bool, value: &serde_json::Value, text: String| {
+        if json {
+            println!("{value}");
+        } else {
+            print!("{text}");
+        }
+    };
+    let find = |id: &str| {
+        let pool = pool.clone();
+        let id = ops::parse_run_id(id);
+        async move {
+            let id = id.context("not a run id")?;
+            db::runs::get(&pool, id).await?.context("no such run")
+        }
+    };
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let engine = || -> anyhow::Result<Engine> {
+        let providers = steps::providers(&pool);
+        Ok(Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&providers))?)
+    };
+    match command {
+        RunsCommand::List { status, workflow, limit, json } => {
+            let filter = db::runs::RunFilter { status, workflow, tenant_id: None, before: None, limit };
+            let runs: Vec<_> = db::runs::list(&pool, &filter).await?.iter().map(ops::summary).collect();
+            print(json, &serde_json::json!(runs), ops::list_text(&runs));
+        }
+        RunsCommand::Show { run_id, json } => {
+            let report = ops::report(&pool, &find(&run_id).await?).await?;
+            print(json, &report, ops::report_text(&report));
+        }
+        RunsCommand::Replay { run_id, reason, dry_run, json } => {
+            let run = find(&run_id).await?;
+            let plan = ops::replay_plan(&pool, &run).await?;
+            if !dry_run {
+                engine()?.replay(run.id, &reason, &actor).await?;
+            }
+            let rows: Vec<Vec<String>> =
+                plan.iter().map(|p| vec![p.key.clone(), p.status.clone(), p.on_replay.to_owned()]).collect();
+            let text = format!(
+                "{} {} at step {}\n{}",
+                if dry_run { "would resume" } else { "resumed" },
+                bursar::api::ids::run(run.id),
+                run.step,
+                ops::table(&["EFFECT", "RECORDED", "ON REPLAY"], &rows)
+            );
+            print(json, &serde_json::json!({"dry_run": dry_run, "resumes_at": run.step, "effects": plan}), text);
+        }
+        RunsCommand::Cancel { run_id, reason, json } => {
+            let run = find(&run_id).await?;
+            let done = engine()?.cancel(run.id, &reason, &actor).await?;
+            let what = format!("{done:?}").to_lowercase();
+            print(json, &serde_json::json!({"cancellation": what}), format!("cancel {what}\n"));
+        }
+    }
+    Ok(())
 }

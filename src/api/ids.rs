@@ -26,6 +26,9 @@ pub fn run(id: Uuid) -> String {
 pub fn parse_purchase(s: &str) -> Option<Uuid> {
     parse("pur", s)
 }
+pub fn parse_run(s: &str) -> Option<Uuid> {
+    parse("run", s)
+}
 pub fn parse_customer(s: &str) -> Option<Uuid> {
     parse("cus", s)
 }

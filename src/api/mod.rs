@@ -5,6 +5,7 @@ mod error;
 pub mod extract;
 pub mod ids;
 mod offerings;
+mod ops;
 mod purchases;
 mod sandbox;
 mod settings;
@@ -53,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandbox/payments/{reference}/complete", post(sandbox::complete))
         .route("/webhooks/{provider}/{tenant_id}", post(webhooks::receive))
         .route("/v1/settings", get(settings::get).patch(settings::patch))
+        .route("/v1/ops/runs", get(ops::list))
+        .route("/v1/ops/runs/{run_id}", get(ops::show))
+        .route("/v1/ops/runs/{run_id}/replay", post(ops::replay))
+        .route("/v1/ops/runs/{run_id}/cancel", post(ops::cancel))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

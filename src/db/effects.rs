@@ -88,3 +88,17 @@ pub async fn for_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<Effect>, sqlx::E
     .fetch_all(pool)
     .await
 }
+
+/// Lets the calls of `step` that failed for good be made again (same key):
+/// an operator replays a step after fixing what made it fail.
+pub async fn reopen_failed(conn: &mut PgConnection, run_id: Uuid, step: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE effects SET status = 'pending', updated_at = clock_timestamp()
+         WHERE run_id = $1 AND step = $2 AND status = 'failed'",
+    )
+    .bind(run_id)
+    .bind(step)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -231,6 +231,8 @@ impl Engine {
             )));
         }
         db::runs::record_action(&mut tx, &run, "replay", reason, actor).await?;
+        // What failed for good before the operator fixed it is tried again.
+        db::effects::reopen_failed(&mut tx, run_id, &run.step).await?;
         db::runs::make_ready_again(&mut tx, run_id).await?;
         tx.commit().await?;
         Ok(())

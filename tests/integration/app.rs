@@ -188,3 +188,9 @@ impl TestApp {
         handled
     }
 }
+
+impl TestApp {
+    pub async fn ops(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        self.send(method, &format!("/v1/ops{path}"), Some(&self.api_key), body.map(|b| b.to_string())).await
+    }
+}

@@ -11,6 +11,7 @@ mod moodle;
 mod notifications;
 mod offerings;
 mod operators;
+mod ops;
 mod provider;
 mod purchases;
 mod retries;

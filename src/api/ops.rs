@@ -1,0 +1,126 @@
+//! The operators' API: `/v1/ops/runs` to list, inspect, replay and cancel
+//! the caller's runs. Replays and cancels need a reason and are written to
+//! the run's audit trail with the API key's name.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use crate::db::runs::{Run, RunFilter};
+use crate::engine::{Cancellation, Error as EngineError, RunStatus};
+use crate::{db, ops};
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(Some("limit"), "limit is from 1 to 500"));
+    }
+    if let Some(s) = q.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
+        return Err(ApiError::invalid(Some("status"), format!("`{s}` is not a run status")));
+    }
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(ops::parse_run_id(c).ok_or_else(|| ApiError::invalid(Some("cursor"), "not a cursor"))?),
+    };
+    let filter = RunFilter {
+        status: q.status,
+        workflow: q.workflow,
+        tenant_id: Some(caller.tenant_id),
+        before,
+        limit: limit + 1,
+    };
+    let mut runs = db::runs::list(&state.pool, &filter).await?;
+    let more = runs.len() as i64 > limit;
+    runs.truncate(limit as usize);
+    let next_cursor = more.then(|| runs.last().map(|r| super::ids::run(r.id))).flatten();
+    Ok(Json(json!({"data": runs.iter().map(ops::summary).collect::<Vec<_>>(), "next_cursor": next_cursor})))
+}
+
+async fn own_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
+    let id = ops::parse_run_id(id).ok_or_else(|| ApiError::not_found("run"))?;
+    db::runs::get(&state.pool, id)
+        .await?
+        .filter(|r| r.tenant_id == caller.tenant_id)
+        .ok_or_else(|| ApiError::not_found("run"))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = own_run(&state, &caller, &id).await?;
+    Ok(Json(ops::report(&state.pool, &run).await?))
+}
+
+#[derive(Deserialize)]
+pub struct Reason {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub struct ReplayQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::NotFound => ApiError::not_found("run"),
+        EngineError::Conflict(m) => ApiError::conflict(m),
+        EngineError::InvalidInput(m) => ApiError::invalid(Some("reason"), m),
+        other => ApiError::internal(other),
+    }
+}
+
+fn actor(caller: &Caller) -> String {
+    format!("api-key:{}", caller.key_name)
+}
+
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ReplayQuery>,
+    ApiJson(body): ApiJson<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    let run = own_run(&state, &caller, &id).await?;
+    let plan = ops::replay_plan(&state.pool, &run).await?;
+    if !q.dry_run {
+        state.engine.replay(run.id, &body.reason, &actor(&caller)).await.map_err(engine_error)?;
+    }
+    let run = db::runs::get(&state.pool, run.id).await?.ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(Json(json!({"dry_run": q.dry_run, "resumes_at": run.step, "effects": plan, "run": ops::summary(&run)})))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    let run = own_run(&state, &caller, &id).await?;
+    let done = state.engine.cancel(run.id, &body.reason, &actor(&caller)).await.map_err(engine_error)?;
+    let run = db::runs::get(&state.pool, run.id).await?.ok_or_else(|| ApiError::not_found("run"))?;
+    let cancellation = match done {
+        Cancellation::Applied => "applied",
+        Cancellation::Requested => "requested",
+    };
+    Ok(Json(json!({"cancellation": cancellation, "run": ops::summary(&run)})))
+}
