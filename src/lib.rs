@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod engine;
 pub mod lms;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod providers;

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/offerings/{offering_id}", get(offerings::get).put(offerings::put))
         .route("/v1/purchases", get(purchases::list).post(purchases::create))
         .route("/v1/purchases/{purchase_id}", get(purchases::get))
@@ -77,4 +78,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database"})))
         }
     }
+}
+
+/// Prometheus text exposition (see `crate::metrics`).
+async fn metrics(
+    State(state): State<AppState>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    let text = crate::metrics::render(&state.pool).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

@@ -44,8 +44,10 @@ pub async fn receive(
     let secret =
         db::webhooks::secret(&state.pool, tenant_id, &provider).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
     let header = headers.get("bursar-signature").and_then(|h| h.to_str().ok()).unwrap_or_default();
-    signature::verify(&secret, header, &body, chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::invalid(Some("Bursar-Signature"), e))?;
+    signature::verify(&secret, header, &body, chrono::Utc::now().timestamp()).map_err(|e| {
+        crate::metrics::webhook(&provider, "rejected");
+        ApiError::invalid(Some("Bursar-Signature"), e)
+    })?;
 
     let payload: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(None, format!("the event is not JSON: {e}")))?;
@@ -65,6 +67,7 @@ pub async fn receive(
         state.engine.signal(&mut tx, run_id, name, &event.id, &payload).await.map_err(ApiError::internal)?;
     }
     tx.commit().await?;
+    crate::metrics::webhook(&provider, if stored { "accepted" } else { "duplicate" });
     if purchase.is_none() {
         tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for an unknown purchase; stored only");
     }

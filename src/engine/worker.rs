@@ -204,6 +204,13 @@ async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePer
         let next_context = completion.continue_in_place.then(|| completion.context.clone());
         let next_step = completion.step.clone();
         let outcome = completion.history_outcome.clone();
+        let took = (Utc::now() - run.attempt_started_at).to_std().unwrap_or_default();
+        let labels = crate::metrics::StepLabels {
+            workflow: run.workflow.clone(),
+            step: run.step.clone(),
+            outcome: outcome.split(':').next().unwrap_or_default().to_owned(),
+        };
+        crate::metrics::metrics().step_seconds.get_or_create(&labels).observe(took.as_secs_f64());
         let result = shared.completer.commit(completion, run.workflow.clone(), run.version, staged).await;
         match result {
             Ok(Committed::Continued { attempt_started_at }) => {

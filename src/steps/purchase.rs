@@ -73,9 +73,15 @@ where
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
 {
     let asked = provider.clone();
+    let adapter = provider.name();
     ctx.effect(
         name,
-        |key| async move { call(provider, key).await.map_err(call_error) },
+        |key| async move {
+            call(provider, key).await.map_err(|e| {
+                crate::metrics::adapter_error("provider", adapter);
+                call_error(e)
+            })
+        },
         |key| async move { lookup(asked.as_ref(), &key).await },
     )
     .await
@@ -267,6 +273,11 @@ impl StepHandler for Enroll {
             Err(e) => return Outcome::retry(e),
         };
         let Ok(target) = target else { return Outcome::park("the tenant's LMS settings do not parse") };
+        let lms_kind = match &target {
+            LmsTarget::None => "none",
+            LmsTarget::Callback { .. } => "callback",
+            LmsTarget::Moodle { .. } => "moodle",
+        };
         let Some(adapter) = lms::adapter(&target, &self.http) else {
             return match db::purchases::activate_assigned_seats(&pool, p.id).await {
                 Ok(_) => Outcome::next("ok"),
@@ -295,10 +306,18 @@ impl StepHandler for Enroll {
                 .effect(
                     &format!("enroll:{}", seat.id),
                     |key| async move {
-                        adapter.apply(&change, &key).await.map(|()| json!({})).map_err(|e| match e {
-                            LmsError::Refused(m) => CallError::Definitive(m),
-                            LmsError::Unavailable(m) => CallError::Unknown(m),
-                        })
+                        adapter
+                            .apply(&change, &key)
+                            .await
+                            .map(|()| json!({}))
+                            .map_err(|e| {
+                                crate::metrics::adapter_error("lms", lms_kind);
+                                e
+                            })
+                            .map_err(|e| match e {
+                                LmsError::Refused(m) => CallError::Definitive(m),
+                                LmsError::Unavailable(m) => CallError::Unknown(m),
+                            })
                     },
                     // The LMS dedups by seat and key ("already enrolled" is
                     // success), so sending again with the same key is the way to ask.

@@ -7,6 +7,7 @@ mod definitions;
 mod effects;
 mod leases;
 mod lms;
+mod metrics;
 mod moodle;
 mod notifications;
 mod offerings;
