@@ -102,25 +102,55 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Resume a parked or failed run at its step.
+    /// Resume parked or failed runs at their step: one by id, or many by filter.
     Replay {
-        run_id: String,
+        #[command(flatten)]
+        select: Selection,
         #[arg(long)]
         reason: String,
-        /// List which effects would run again and which are skipped; change nothing.
+        /// List what would happen (for one run: which effects run again); change nothing.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a run (down its workflow's cancel path).
+    /// Cancel runs (down their workflow's cancel path): one by id, or many by filter.
     Cancel {
-        run_id: String,
+        #[command(flatten)]
+        select: Selection,
         #[arg(long)]
         reason: String,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One run by id, or many by filter (then --status is required, and a
+/// confirmation unless --yes).
+#[derive(clap::Args)]
+struct Selection {
+    run_id: Option<String>,
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    step: Option<String>,
+    /// Runs whose last error contains this text.
+    #[arg(long)]
+    error_contains: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 10_000)]
+    max: i64,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Subcommand)]
@@ -273,7 +303,7 @@ async fn ops_runs(command: RunsCommand, db: DbSettings) -> anyhow::Result<()> {
     };
     match command {
         RunsCommand::List { status, workflow, limit, json } => {
-            let filter = db::runs::RunFilter { status, workflow, tenant_id: None, before: None, limit };
+            let filter = db::runs::RunFilter { status, workflow, limit, ..Default::default() };
             let runs: Vec<_> = db::runs::list(&pool, &filter).await?.iter().map(ops::summary).collect();
             print(json, &serde_json::json!(runs), ops::list_text(&runs));
         }
@@ -281,8 +311,8 @@ async fn ops_runs(command: RunsCommand, db: DbSettings) -> anyhow::Result<()> {
             let report = ops::report(&pool, &find(&run_id).await?).await?;
             print(json, &report, ops::report_text(&report));
         }
-        RunsCommand::Replay { run_id, reason, dry_run, json } => {
-            let run = find(&run_id).await?;
+        RunsCommand::Replay { select, reason, dry_run, json } if select.run_id.is_some() => {
+            let run = find(select.run_id.as_deref().unwrap_or_default()).await?;
             let plan = ops::replay_plan(&pool, &run).await?;
             if !dry_run {
                 engine()?.replay(run.id, &reason, &actor).await?;
@@ -298,11 +328,93 @@ async fn ops_runs(command: RunsCommand, db: DbSettings) -> anyhow::Result<()> {
             );
             print(json, &serde_json::json!({"dry_run": dry_run, "resumes_at": run.step, "effects": plan}), text);
         }
-        RunsCommand::Cancel { run_id, reason, json } => {
-            let run = find(&run_id).await?;
+        RunsCommand::Cancel { select, reason, json } if select.run_id.is_some() => {
+            let run = find(select.run_id.as_deref().unwrap_or_default()).await?;
             let done = engine()?.cancel(run.id, &reason, &actor).await?;
             let what = format!("{done:?}").to_lowercase();
             print(json, &serde_json::json!({"cancellation": what}), format!("cancel {what}\n"));
+        }
+        RunsCommand::Replay { select, reason, dry_run, json } => {
+            let engine = engine()?;
+            bulk(&pool, &select, "replay", dry_run, json, async |id| {
+                engine.replay(id, &reason, &actor).await.map(|_| ())
+            })
+            .await?;
+        }
+        RunsCommand::Cancel { select, reason, json } => {
+            let engine = engine()?;
+            bulk(&pool, &select, "cancel", false, json, async |id| {
+                engine.cancel(id, &reason, &actor).await.map(|_| ())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `act` to every run the selection matches, with a progress bar,
+/// after a confirmation unless --yes. A run that changed meanwhile (replayed,
+/// finished) is counted as skipped with its reason; the others go on.
+async fn bulk(
+    pool: &sqlx::PgPool,
+    select: &Selection,
+    verb: &str,
+    dry_run: bool,
+    json: bool,
+    act: impl AsyncFn(uuid::Uuid) -> Result<(), bursar::engine::Error>,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    anyhow::ensure!(select.status.is_some(), "select runs by id, or by filter with at least --status");
+    let filter = db::runs::RunFilter {
+        status: select.status.clone(),
+        workflow: select.workflow.clone(),
+        step: select.step.clone(),
+        error_contains: select.error_contains.clone(),
+        created_after: select.since,
+        created_before: select.until,
+        limit: select.max,
+        ..Default::default()
+    };
+    let runs = db::runs::list(pool, &filter).await?;
+    let summaries: Vec<_> = runs.iter().map(bursar::ops::summary).collect();
+    if dry_run {
+        if json {
+            println!("{}", serde_json::json!({"dry_run": true, "would": verb, "runs": summaries}));
+        } else {
+            print!("would {verb} {} run(s)\n{}", runs.len(), bursar::ops::list_text(&summaries));
+        }
+        return Ok(());
+    }
+    if !select.yes {
+        eprint!("{verb} {} run(s)? [y/N] ", runs.len());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        anyhow::ensure!(answer.trim().eq_ignore_ascii_case("y"), "not confirmed; nothing changed");
+    }
+    let bar = indicatif::ProgressBar::new(runs.len() as u64);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut done, mut skipped) = (0, Vec::new());
+    for run in &runs {
+        match act(run.id).await {
+            Ok(()) => done += 1,
+            Err(e) => skipped.push(serde_json::json!({"id": bursar::api::ids::run(run.id), "reason": e.to_string()})),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::json!({"done": done, "skipped": skipped}));
+    } else {
+        println!("{verb}: {done} done, {} skipped", skipped.len());
+        for s in &skipped {
+            println!(
+                "  skipped {}: {}",
+                s["id"].as_str().unwrap_or_default(),
+                s["reason"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(())

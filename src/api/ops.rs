@@ -44,6 +44,7 @@ pub async fn list(
         tenant_id: Some(caller.tenant_id),
         before,
         limit: limit + 1,
+        ..RunFilter::default()
     };
     let mut runs = db::runs::list(&state.pool, &filter).await?;
     let more = runs.len() as i64 > limit;

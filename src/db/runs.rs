@@ -442,6 +442,11 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Run>, sqlx
 pub struct RunFilter {
     pub status: Option<String>,
     pub workflow: Option<String>,
+    pub step: Option<String>,
+    /// Runs whose last error contains this text (case-insensitive).
+    pub error_contains: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
     pub tenant_id: Option<Uuid>,
     /// Runs created before this one (keyset pagination on the time-ordered id).
     pub before: Option<Uuid>,
@@ -453,6 +458,9 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> Result<Vec<Run>, sqlx::Error>
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
            AND ($3::uuid IS NULL OR tenant_id = $3) AND ($4::uuid IS NULL OR id < $4)
+           AND ($6::text IS NULL OR step = $6)
+           AND ($7::text IS NULL OR last_error ILIKE '%' || $7 || '%')
+           AND ($8::timestamptz IS NULL OR created_at >= $8) AND ($9::timestamptz IS NULL OR created_at < $9)
          ORDER BY id DESC LIMIT $5"
     )))
     .bind(&f.status)
@@ -460,6 +468,10 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> Result<Vec<Run>, sqlx::Error>
     .bind(f.tenant_id)
     .bind(f.before)
     .bind(f.limit)
+    .bind(&f.step)
+    .bind(&f.error_contains)
+    .bind(f.created_after)
+    .bind(f.created_before)
     .fetch_all(pool)
     .await
 }

@@ -8,15 +8,20 @@ use crate::app::TestApp;
 /// A purchase whose capture the provider refused (its webhook said
 /// authorized, the provider had not): the run parks at capture.
 async fn parked_purchase(app: &TestApp) -> (String, String, String) {
+    parked_purchase_number(app, 0).await
+}
+
+async fn parked_purchase_number(app: &TestApp, n: usize) -> (String, String, String) {
     let offering = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}});
     app.put_offering("rust-101", &offering).await;
     let body = json!({"offering_id": "rust-101", "customer": {"email": "ana@example.org"},
                       "payment": {"provider": "sandbox", "payment_method": "pm_sandbox_requires_action"}});
-    let id = app.post_purchase(Some("p"), &body).await.body["id"].as_str().unwrap().to_owned();
+    let id = app.post_purchase(Some(&format!("p{n}")), &body).await.body["id"].as_str().unwrap().to_owned();
     let waiting =
         app.wait_for_purchase(&id, |p| p["status"] == "requires_action" && p["run"]["status"] == "waiting").await;
     let reference = waiting["payment"]["next_action"]["reference"].as_str().unwrap().to_owned();
-    let event = json!({"id": "evt_early", "type": "payment.authorized", "data": {"purchase_id": id}}).to_string();
+    let event =
+        json!({"id": format!("evt_early_{n}"), "type": "payment.authorized", "data": {"purchase_id": id}}).to_string();
     let secret = app.webhook_secret("sandbox").await;
     let signed = bursar::signature::sign(&secret, chrono::Utc::now().timestamp(), event.as_bytes());
     app.post_webhook("sandbox", &app.tenant_id.to_string(), Some(&signed), &event).await;
@@ -119,4 +124,58 @@ async fn the_command_line_lists_shows_and_replays_runs_as_the_api_does() {
     );
     let (ok, out) = bursar_cli(&url, &["replay", &run, "--reason", "again"]);
     assert!(!ok && out.contains("only a parked or failed run can be replayed"), "{out}");
+}
+
+#[tokio::test]
+async fn many_runs_are_replayed_by_filter_after_a_confirmation() {
+    let app = TestApp::spawn().await;
+    let mut parked = Vec::new();
+    for n in 0..2 {
+        parked.push(parked_purchase_number(&app, n).await);
+    }
+    let url = app.db.url.clone();
+    let (ok, out) = bursar_cli(&url, &["replay", "--reason", "x"]);
+    assert!(!ok && out.contains("at least --status"), "a filter is required: {out}");
+    let (ok, out) = bursar_cli(
+        &url,
+        &["replay", "--status", "parked", "--error-contains", "REFUSED THE CAPTURE", "--reason", "x", "--dry-run"],
+    );
+    assert!(ok && out.starts_with("would replay 2 run(s)"), "{out}");
+    // No --yes and nobody to answer: nothing happens.
+    let (ok, out) = bursar_cli(&url, &["replay", "--status", "parked", "--reason", "x"]);
+    assert!(!ok && out.contains("not confirmed"), "{out}");
+    for (_, run, _) in &parked {
+        assert_eq!(
+            bursar::db::runs::get(&app.db.pool, bursar::ops::parse_run_id(run).unwrap()).await.unwrap().unwrap().status,
+            "parked"
+        );
+    }
+
+    for (_, _, reference) in &parked {
+        bursar::db::sandbox::complete_action(&app.db.pool, app.tenant_id, reference).await.unwrap().unwrap();
+    }
+    let (ok, out) = bursar_cli(
+        &url,
+        &[
+            "replay",
+            "--status",
+            "parked",
+            "--workflow",
+            "purchase",
+            "--step",
+            "capture",
+            "--reason",
+            "provider fixed",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}");
+    let result: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((result["done"].clone(), result["skipped"].clone()), (json!(2), json!([])));
+    for (purchase, _, _) in &parked {
+        app.wait_for_status(purchase, "completed").await;
+    }
+    let (ok, out) = bursar_cli(&url, &["cancel", "--status", "parked", "--reason", "none left", "--yes"]);
+    assert!(ok && out.contains("cancel: 0 done, 0 skipped"), "{out}");
 }
