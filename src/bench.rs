@@ -73,7 +73,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 /// A fresh database named `name` on the server of `url`; returns its URL.
-async fn fresh_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn fresh_database(url: &str, name: &str) -> anyhow::Result<String> {
     let mut admin_url = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
     admin_url.set_path("/postgres");
     let mut admin = PgConnection::connect(admin_url.as_str()).await.context("connecting to the server")?;

@@ -76,6 +76,9 @@ pub struct ServeSettings {
     /// Make sure a tenant named "demo" exists and print a fresh API key for it.
     #[arg(long)]
     pub demo_tenant: bool,
+    /// Serve the API only; run workers as `bursar worker` processes.
+    #[arg(long)]
+    pub no_workers: bool,
     /// The URL this server is reached at (default: http://BURSAR_LISTEN).
     #[arg(long, env = "BURSAR_PUBLIC_URL")]
     pub public_url: Option<String>,

@@ -56,6 +56,8 @@ enum Command {
         #[command(flatten)]
         db: DbSettings,
     },
+    /// Crash the workers and the database while purchases run, then check nothing was lost or charged twice.
+    Chaos(bursar::chaos::Chaos),
     /// Measure throughput and latency (prints one JSON line).
     Bench {
         #[command(subcommand)]
@@ -206,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench { command } => bench::run(command).await?,
+        Command::Chaos(c) => bursar::chaos::run(c).await?,
         Command::Ops { command: OpsCommand::Runs { command }, db } => ops_runs(command, db).await?,
     }
     Ok(())
@@ -221,11 +224,23 @@ async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings
     let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&providers))?;
     let stop = shutdown_on_signal();
 
-    let maintenance = Maintenance::new(pool.clone(), worker.maintenance_config())?;
-    let maintenance = tokio::spawn(maintenance.run(stopped(stop.clone())));
-    let workers = tokio::spawn(engine.clone().worker(worker_config).run(stopped(stop.clone())));
-    let deliverer = bursar::notify::Deliverer::new(pool.clone(), bursar::notify::DelivererConfig::default());
-    let deliverer = tokio::spawn(deliverer.run(stopped(stop.clone())));
+    let mut background = Vec::new();
+    if serve.as_ref().is_none_or(|s| !s.no_workers) {
+        let maintenance = Maintenance::new(pool.clone(), worker.maintenance_config())?;
+        let stop_maintenance = stop.clone();
+        background.push(tokio::spawn(async move {
+            maintenance.run(stopped(stop_maintenance)).await;
+            Ok(())
+        }));
+        let worker = engine.clone().worker(worker_config);
+        background.push(tokio::spawn(worker.run(stopped(stop.clone()))));
+        let deliverer = bursar::notify::Deliverer::new(pool.clone(), bursar::notify::DelivererConfig::default());
+        let stop_deliverer = stop.clone();
+        background.push(tokio::spawn(async move {
+            deliverer.run(stopped(stop_deliverer)).await;
+            Ok(())
+        }));
+    }
 
     if let Some(serve) = serve {
         if serve.demo_tenant {
@@ -237,10 +252,12 @@ async fn run(db: DbSettings, worker: WorkerSettings, serve: Option<ServeSettings
         axum::serve(listener, api::router(api::AppState::new(engine.clone(), providers.clone(), serve.public_url())))
             .with_graceful_shutdown(stopped(stop.clone()))
             .await?;
+    } else {
+        stopped(stop.clone()).await;
     }
-    workers.await??;
-    maintenance.await?;
-    deliverer.await?;
+    for task in background {
+        task.await??;
+    }
     Ok(())
 }
 
