@@ -17,6 +17,7 @@ mod provider;
 mod purchases;
 mod retries;
 mod runs;
+mod secrets;
 mod signals;
 mod support;
 mod webhooks;
