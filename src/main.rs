@@ -67,6 +67,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TenantCommand {
+    /// Replace a tenant's webhook secret (sandbox, voucher); prints the new one, once.
+    RotateWebhookSecret {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        provider: String,
+        /// How long the previous secret stays valid.
+        #[arg(long, default_value = "24h", value_parser = |s: &str| humantime::parse_duration(s))]
+        grace: std::time::Duration,
+        #[command(flatten)]
+        db: DbSettings,
+    },
     /// Create a tenant; prints its id, API key and webhook secrets (shown once).
     Create {
         #[arg(long)]
@@ -183,6 +195,10 @@ async fn main() -> anyhow::Result<()> {
             db::migrate(&pool).await?;
             let tenant = tenants::create(&pool, &name).await?;
             println!("{}", serde_json::to_string(&tenant)?);
+        }
+        Command::Tenant { command: TenantCommand::RotateWebhookSecret { tenant, provider, grace, db } } => {
+            let pool = db::connect(&db.database_url, 2).await.context("connecting to the database")?;
+            println!("{}", tenants::rotate_webhook_secret(&pool, tenant, &provider, grace).await?);
         }
         Command::Workflows { command } => {
             let defs = workflows::builtin()?;

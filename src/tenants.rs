@@ -56,3 +56,24 @@ pub async fn issue_key(pool: &PgPool, tenant_id: Uuid, name: &str) -> anyhow::Re
     db::tenants::insert_api_key(&mut conn, tenant_id, name, &hash_api_key(&api_key)).await?;
     Ok(api_key)
 }
+
+/// A new webhook secret for `provider`; the previous one stays valid for `grace`.
+pub async fn rotate_webhook_secret(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    provider: &str,
+    grace: std::time::Duration,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        GENERATED_SECRETS.contains(&provider),
+        "Bursar generates secrets for {}",
+        GENERATED_SECRETS.join(", ")
+    );
+    let secret = random_token("whsec_");
+    let until = db::webhooks::rotate(pool, tenant_id, provider, &secret, grace)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tenant {tenant_id} has no {provider} secret"))?;
+    Ok(
+        serde_json::json!({"tenant_id": tenant_id, "provider": provider, "webhook_secret": secret, "previous_valid_until": until}),
+    )
+}

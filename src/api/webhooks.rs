@@ -41,10 +41,17 @@ pub async fn receive(
         return Err(ApiError::not_found("webhook endpoint"));
     }
     let tenant_id = Uuid::try_parse(&tenant).map_err(|_| ApiError::not_found("tenant"))?;
-    let secret =
-        db::webhooks::secret(&state.pool, tenant_id, &provider).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    let secrets = db::webhooks::secrets(&state.pool, tenant_id, &provider).await?;
+    if secrets.is_empty() {
+        return Err(ApiError::not_found("tenant"));
+    }
     let header = headers.get("bursar-signature").and_then(|h| h.to_str().ok()).unwrap_or_default();
-    signature::verify(&secret, header, &body, chrono::Utc::now().timestamp()).map_err(|e| {
+    let now = chrono::Utc::now().timestamp();
+    let verified = secrets.iter().map(|s| signature::verify(s, header, &body, now)).find(Result::is_ok).unwrap_or_else(
+        // Report the current secret's verdict.
+        || signature::verify(&secrets[0], header, &body, now),
+    );
+    verified.map_err(|e| {
         crate::metrics::webhook(&provider, "rejected");
         ApiError::invalid(Some("Bursar-Signature"), e)
     })?;

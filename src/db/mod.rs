@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "settings", include_str!("../../migrations/0005_settings.sql")),
     (6, "outbox_delivery", include_str!("../../migrations/0006_outbox_delivery.sql")),
     (7, "reserved_seats", include_str!("../../migrations/0007_reserved_seats.sql")),
+    (8, "secret_rotation", include_str!("../../migrations/0008_secret_rotation.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -94,3 +94,43 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
     assert_eq!(signals, 0);
     assert_eq!(app.get_purchase(&id).await.body["status"], "requires_action");
 }
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_the_old_one_valid_for_its_grace_period_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant_id.to_string();
+    let old = app.webhook_secret("sandbox").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bursar"))
+        .args(["tenant", "rotate-webhook-secret", "--tenant", &tenant, "--provider", "sandbox", "--grace", "1h"])
+        .env("DATABASE_URL", &app.db.url)
+        .env("BURSAR_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = rotated["webhook_secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+
+    let send = |secret: String, n: u32| {
+        let body =
+            json!({"id": format!("evt_rot_{n}"), "type": "payment.authorized", "data": {"purchase_id": "pur_none"}})
+                .to_string();
+        let signed = bursar::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
+        let (app, tenant) = (&app, tenant.clone());
+        async move { app.post_webhook("sandbox", &tenant, Some(&signed), &body).await.status }
+    };
+    assert_eq!(send(old.clone(), 1).await, 200, "the old secret still works during the grace period");
+    assert_eq!(send(new.clone(), 2).await, 200);
+
+    // Rotate again with no grace: the secret from the first rotation stops working at once.
+    let newest =
+        bursar::tenants::rotate_webhook_secret(&app.db.pool, app.tenant_id, "sandbox", std::time::Duration::ZERO)
+            .await
+            .unwrap()["webhook_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert_eq!(send(new, 3).await, 400);
+    assert_eq!(send(old, 4).await, 400);
+    assert_eq!(send(newest, 5).await, 200);
+}
