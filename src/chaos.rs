@@ -92,9 +92,20 @@ impl Processes {
     }
 }
 
-fn nix_term(child: &Child) -> std::io::Result<()> {
-    // SIGTERM: the graceful path (std only offers SIGKILL).
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().map(|_| ())
+/// SIGTERM: the graceful path (std's `Child::kill` is SIGKILL).
+fn nix_term(child: &Child) -> nix::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+}
+
+/// A payment method drawn by the weights in METHODS, from a roll in 0..100.
+fn method_for(mut roll: u32) -> &'static str {
+    for (method, weight) in METHODS {
+        if roll < weight {
+            return method;
+        }
+        roll -= weight;
+    }
+    "pm_sandbox_ok"
 }
 
 pub async fn run(c: Chaos) -> anyhow::Result<()> {
@@ -189,17 +200,7 @@ pub async fn run(c: Chaos) -> anyhow::Result<()> {
                 i += 1;
                 let (method, offering, retry, complete) = {
                     let mut rng = rand::rng();
-                    let mut pick = rng.random_range(0..100);
-                    let method = METHODS
-                        .iter()
-                        .find(|(_, w)| {
-                            (pick < *w) || {
-                                pick -= w;
-                                false
-                            }
-                        })
-                        .map(|(m, _)| *m)
-                        .unwrap_or("pm_sandbox_ok");
+                    let method = method_for(rng.random_range(0..100));
                     (
                         method,
                         offerings[rng.random_range(0..offerings.len())].0,
@@ -377,8 +378,7 @@ fn restart_postgres(pgdata: &str) -> anyhow::Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    std::env::var("USER").is_ok_and(|u| u == "root")
-        || Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+    nix::unistd::geteuid().is_root()
 }
 
 /// Until no run is due or running, nothing waits but buyers who never acted,
