@@ -64,6 +64,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `?limit=` as the contract defines it: 50 unless given, 1 to 500.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(Some("limit"), "limit is from 1 to 500"));
+    }
+    Ok(limit)
+}
+
 /// The process is up.
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))

@@ -27,10 +27,7 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid(Some("limit"), "limit is from 1 to 500"));
-    }
+    let limit = super::page_limit(q.limit)?;
     if let Some(s) = q.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
         return Err(ApiError::invalid(Some("status"), format!("`{s}` is not a run status")));
     }

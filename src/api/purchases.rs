@@ -123,10 +123,7 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid(Some("limit"), "limit is from 1 to 500"));
-    }
+    let limit = super::page_limit(q.limit)?;
     let customer_id = match q.customer_id.as_deref() {
         None => None,
         Some(c) => {
