@@ -93,12 +93,7 @@ pub async fn render(pool: &PgPool) -> Result<String, sqlx::Error> {
         runs.get_or_create(&RunLabels { workflow, status }).set(count);
     }
     registry.register("runs", "Runs by workflow and status", runs);
-    let lag: f64 = sqlx::query_scalar(
-        "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(wake_at)), 0)::float8
-         FROM runs WHERE status IN ('ready', 'waiting') AND wake_at <= clock_timestamp()",
-    )
-    .fetch_one(pool)
-    .await?;
+    let lag = crate::db::runs::oldest_due_age_seconds(pool).await?;
     let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     oldest.set(lag);
     registry.register("oldest_due_run_age_seconds", "How long the oldest due run has waited for a worker", oldest);

@@ -80,7 +80,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// The process can do its work: the database answers.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
+    match crate::db::ping(&state.pool).await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

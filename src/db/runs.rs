@@ -583,3 +583,13 @@ pub async fn clear_cancel_request(conn: &mut PgConnection, id: Uuid) -> Result<(
 pub async fn counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT workflow, status, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2").fetch_all(pool).await
 }
+
+/// How long the oldest due run has waited for a worker (0 when none waits).
+pub async fn oldest_due_age_seconds(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(wake_at)), 0)::float8
+         FROM runs WHERE status IN ('ready', 'waiting') AND wake_at <= clock_timestamp()",
+    )
+    .fetch_one(pool)
+    .await
+}
