@@ -250,12 +250,18 @@ pub async fn reserve_unlimited(conn: &mut PgConnection, purchase_id: Uuid) -> Re
 /// Gives the purchase's seats back to its offering, once, and cancels them.
 pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    give_back_seats(&mut tx, purchase_id).await?;
+    tx.commit().await
+}
+
+/// `release_seats` in the caller's transaction.
+async fn give_back_seats(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
     let released: Option<(Uuid, String, i32)> = sqlx::query_as(
         "UPDATE purchases SET seats_reserved = false, updated_at = clock_timestamp()
          WHERE id = $1 AND seats_reserved RETURNING tenant_id, offering_id, quantity",
     )
     .bind(purchase_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some((tenant_id, offering_id, quantity)) = released {
         // Only limited offerings keep a counter (see reserve_unlimited).
@@ -265,14 +271,14 @@ pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx:
             .bind(tenant_id)
             .bind(&offering_id)
             .bind(quantity)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
     sqlx::query("UPDATE seats SET status = 'cancelled' WHERE purchase_id = $1 AND status = 'unassigned'")
         .bind(purchase_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// What a payment step learned from the provider.
@@ -411,21 +417,21 @@ pub async fn activate_seat(conn: &mut PgConnection, seat_id: Uuid) -> Result<(),
     Ok(())
 }
 
-/// Records a refund of the whole capture; the seats are refunded and given back.
-pub async fn record_full_refund(pool: &PgPool, purchase_id: Uuid, refunded_minor: i64) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Records that the whole capture was refunded, and refunds and gives back
+/// the seats, in the refund step's completion transaction. Absolute, not
+/// incremental: recording it twice records it once.
+pub async fn record_full_refund(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE purchases SET refunded_minor = $2, payment_status = 'refunded', updated_at = clock_timestamp()
+        "UPDATE purchases SET refunded_minor = captured_minor, payment_status = 'refunded',
+                updated_at = clock_timestamp()
          WHERE id = $1",
     )
     .bind(purchase_id)
-    .bind(refunded_minor)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE seats SET status = 'refunded' WHERE purchase_id = $1 AND status IN ('unassigned', 'active')")
         .bind(purchase_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
-    release_seats(pool, purchase_id).await
+    give_back_seats(conn, purchase_id).await
 }

@@ -362,11 +362,14 @@ impl StepHandler for RefundAll {
             provider_effect(ctx, "refund", provider, |p, key| async move { p.refund(&reference, amount, &key).await })
                 .await;
         match refunded {
-            Ok(r) => match db::purchases::record_full_refund(ctx.pool(), p.id, p.refunded_minor + r.amount_minor).await
-            {
-                Ok(()) => Outcome::next("enrollment_failed"),
-                Err(e) => Outcome::retry(e),
-            },
+            Ok(_) => {
+                // With the step's result: if that commit is lost, the ledger
+                // row stays pending and the next attempt asks the provider.
+                let id = p.id;
+                ctx.stage(move |conn| Box::pin(db::purchases::record_full_refund(conn, id)));
+                ctx.emit("webhook", "purchase.failed", status_event(&p, "failed"));
+                Outcome::next("enrollment_failed")
+            }
             // A refund the provider will not make needs a person (PAYMENTS.md).
             Err(crate::engine::EffectError::Failed(why)) => Outcome::park(format!("the refund was refused: {why}")),
             Err(e) => e.into_retry(),

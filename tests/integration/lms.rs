@@ -131,3 +131,36 @@ async fn an_lms_that_refuses_for_good_gets_the_buyer_refunded() {
     assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 0, "the seat is free again");
     assert_eq!(platform.received.lock().unwrap().len(), 1, "a refusal is not retried");
 }
+
+#[tokio::test]
+async fn a_refund_step_that_runs_again_after_its_refund_was_recorded_refunds_nothing_twice() {
+    let (app, _platform, _server) = setup(404).await;
+    let id = app.post_purchase(Some("p1"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_status(&id, "failed").await;
+    let run = uuid::Uuid::parse_str(&failed["run"]["id"].as_str().unwrap()["run_".len()..]).unwrap();
+
+    // The state a crash could leave: the refund recorded on the purchase, but
+    // the step's completion lost, so its ledger row is pending and the run
+    // goes through the refund step again.
+    sqlx::query("UPDATE effects SET status = 'pending', response = NULL WHERE run_id = $1 AND step = 'refund'")
+        .bind(run)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE runs SET status = 'ready', step = 'refund', attempt = 0, wake_at = now(), failure_code = NULL,
+                finished_at = NULL WHERE id = $1",
+    )
+    .bind(run)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('bursar_runs', '')").execute(&app.db.pool).await.unwrap();
+
+    let again = app.wait_for_purchase(&id, |p| p["run"]["status"] != "ready" && p["run"]["status"] != "running").await;
+    assert_eq!(again["status"], "failed", "{again:#}");
+    assert_eq!(again["failure"]["code"], "enrollment_failed");
+    assert_eq!(again["payment"]["refunded"]["amount"], "49.00", "refunded once, not twice");
+    let charge = &app.sandbox_charges(&id).await.body["data"][0];
+    assert_eq!(charge["refunded"]["amount"], "49.00", "the provider refunded once: the step asked before calling");
+}
