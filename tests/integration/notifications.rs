@@ -134,3 +134,25 @@ async fn a_platform_that_fails_gets_the_same_event_again_until_it_takes_it() {
     let ids: Vec<_> = events.iter().map(|e| e["id"].clone()).collect();
     assert_ne!(ids[0], ids[1]);
 }
+
+#[tokio::test]
+async fn a_mail_that_can_never_be_delivered_is_marked_failed_not_retried_forever() {
+    let (app, mails, _platform, _server) = setup(0).await;
+    // A recipient the mailer refuses to address: a permanent failure.
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, dedup_key, channel, payload)
+         VALUES ($1, 'bad-mail', 'email', '{\"to\": \"not an address\", \"subject\": \"x\", \"text\": \"y\"}')",
+    )
+    .bind(app.tenant_id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    app.deliver_all().await;
+    let (status, attempts, error): (String, i32, Option<String>) =
+        sqlx::query_as("SELECT status, attempts, last_error FROM outbox WHERE dedup_key = 'bad-mail'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 1), "{error:?}");
+    assert!(mails.lock().unwrap().is_empty());
+}

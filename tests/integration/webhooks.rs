@@ -134,3 +134,18 @@ async fn a_rotated_secret_keeps_the_old_one_valid_for_its_grace_period_only() {
     assert_eq!(send(old, 4).await, 400);
     assert_eq!(send(newest, 5).await, 200);
 }
+
+#[tokio::test]
+async fn a_payment_failed_webhook_fails_the_purchase_and_frees_its_seat() {
+    let app = TestApp::spawn().await;
+    let (id, _reference) = waiting_purchase(&app).await;
+    let body = json!({"id": "evt_failed", "type": "payment.failed", "data": {"purchase_id": id}}).to_string();
+    let secret = app.webhook_secret("sandbox").await;
+    let signed = bursar::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
+    assert_eq!(app.post_webhook("sandbox", &app.tenant_id.to_string(), Some(&signed), &body).await.status, 200);
+    let failed = app.wait_for_status(&id, "failed").await;
+    assert_eq!(failed["failure"]["code"], "payment_declined");
+    assert_eq!(failed["payment"]["captured"]["amount"], "0.00");
+    assert_eq!(failed["seats"][0]["status"], "cancelled");
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 0);
+}
