@@ -45,29 +45,16 @@ pub async fn begin(pool: &PgPool, key: &str, run_id: Uuid, step: &str, name: &st
     .await
 }
 
-pub async fn succeed(conn: &mut PgConnection, key: String, response: Value) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE effects SET status = 'succeeded', response = $2, error = NULL, updated_at = clock_timestamp()
-         WHERE key = $1 AND status = 'pending'",
-    )
-    .bind(key)
-    .bind(response)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// Staged (see `StepCtx::stage`) with rows `{key, response}`: the call succeeded.
+pub const SUCCEED: &str = "UPDATE effects e SET status = 'succeeded', response = x.response, error = NULL,
+            updated_at = clock_timestamp()
+     FROM jsonb_to_recordset($1) AS x(key text, response jsonb)
+     WHERE e.key = x.key AND e.status = 'pending'";
 
-pub async fn fail(conn: &mut PgConnection, key: String, error: String) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE effects SET status = 'failed', error = $2, updated_at = clock_timestamp()
-         WHERE key = $1 AND status = 'pending'",
-    )
-    .bind(key)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// Staged with rows `{key, error}`: the other side refused, for good.
+pub const FAIL: &str = "UPDATE effects e SET status = 'failed', error = x.error, updated_at = clock_timestamp()
+     FROM jsonb_to_recordset($1) AS x(key text, error text)
+     WHERE e.key = x.key AND e.status = 'pending'";
 
 /// Notes why the outcome of a call is unknown; the row stays pending.
 pub async fn note_error(pool: &PgPool, key: &str, error: &str) -> Result<(), sqlx::Error> {

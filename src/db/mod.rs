@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "outbox_delivery", include_str!("../../migrations/0006_outbox_delivery.sql")),
     (7, "reserved_seats", include_str!("../../migrations/0007_reserved_seats.sql")),
     (8, "secret_rotation", include_str!("../../migrations/0008_secret_rotation.sql")),
+    (9, "staged_writes", include_str!("../../migrations/0009_staged_writes.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -216,36 +216,28 @@ pub async fn reserve_seats(pool: &PgPool, purchase_id: Uuid) -> Result<bool, sql
     Ok(taken)
 }
 
-/// Reserves the purchase's seats on an offering without a capacity, in the
-/// step's completion transaction: a flag on the purchase, no counter, so
-/// purchases of one offering do not queue on its row. KEY SHARE on the
-/// offering lets them run side by side but waits for a capacity being set,
-/// whose recount then includes this purchase. If a capacity was set first,
-/// this fails and the step runs again down the guarded path.
-pub async fn reserve_unlimited(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
-    let reserved: Option<bool> = sqlx::query_scalar(
-        "WITH unlimited AS (
-            SELECT 1 FROM offerings o JOIN purchases p ON p.tenant_id = o.tenant_id AND p.offering_id = o.id
-            WHERE p.id = $1 AND o.capacity IS NULL
-            FOR KEY SHARE OF o
-         ),
-         reserved AS (
-            UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp()
-            WHERE id = $1 AND NOT seats_reserved AND EXISTS (SELECT 1 FROM unlimited)
-            RETURNING 1
-         )
-         SELECT EXISTS (SELECT 1 FROM reserved) OR (SELECT seats_reserved FROM purchases WHERE id = $1)",
-    )
-    .bind(purchase_id)
-    .fetch_one(conn)
-    .await?;
-    if reserved != Some(true) {
-        return Err(sqlx::Error::Protocol(
-            "the offering was given a capacity while its seat was being reserved".into(),
-        ));
-    }
-    Ok(())
-}
+/// Staged (see `StepCtx::stage`) with rows `{id}`: reserves the purchase's
+/// seats on an offering without a capacity, in the step's completion
+/// transaction: a flag on the purchase, no counter, so purchases of one
+/// offering do not queue on its row. KEY SHARE on the offering lets them run
+/// side by side but waits for a capacity being set, whose recount then
+/// includes this purchase. If a capacity was set first, the row is refused
+/// and the step runs again down the guarded path.
+pub const RESERVE_UNLIMITED: &str = "WITH x AS (SELECT id FROM jsonb_to_recordset($1) AS x(id uuid)),
+     unlimited AS (
+        SELECT p.id FROM x JOIN purchases p ON p.id = x.id
+        JOIN offerings o ON o.tenant_id = p.tenant_id AND o.id = p.offering_id
+        WHERE o.capacity IS NULL
+        FOR KEY SHARE OF o
+     ),
+     reserved AS (
+        UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp()
+        WHERE id IN (SELECT id FROM unlimited) AND NOT seats_reserved
+        RETURNING id
+     )
+     SELECT bursar_refuse('the offering was given a capacity while its seat was being reserved')
+     FROM x JOIN purchases p ON p.id = x.id
+     WHERE x.id NOT IN (SELECT id FROM unlimited) AND NOT p.seats_reserved";
 
 /// Gives the purchase's seats back to its offering, once, and cancels them.
 pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx::Error> {
@@ -281,32 +273,27 @@ async fn give_back_seats(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(
     Ok(())
 }
 
-/// What a payment step learned from the provider.
-#[derive(Debug, Clone, Default)]
+/// What a payment step learned from the provider: staged with rows
+/// `{id, status, reference?, authorized_minor?, captured_minor?, next_action?}`
+/// (see `PaymentUpdate`). Absent fields keep what is there; `next_action` is
+/// cleared unless given.
+pub const SET_PAYMENT: &str = "UPDATE purchases p SET payment_status = x.status,
+            payment_reference = COALESCE(x.reference, p.payment_reference),
+            authorized_minor = COALESCE(x.authorized_minor, p.authorized_minor),
+            captured_minor = COALESCE(x.captured_minor, p.captured_minor),
+            next_action = x.next_action, updated_at = clock_timestamp()
+     FROM jsonb_to_recordset($1)
+          AS x(id uuid, status text, reference text, authorized_minor int8, captured_minor int8, next_action jsonb)
+     WHERE p.id = x.id";
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PaymentUpdate {
+    pub id: Uuid,
     pub status: &'static str,
     pub reference: Option<String>,
     pub authorized_minor: Option<i64>,
     pub captured_minor: Option<i64>,
     pub next_action: Option<Value>,
-}
-
-pub async fn set_payment(conn: &mut PgConnection, purchase_id: Uuid, u: &PaymentUpdate) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE purchases SET payment_status = $2, payment_reference = COALESCE($3, payment_reference),
-                authorized_minor = COALESCE($4, authorized_minor), captured_minor = COALESCE($5, captured_minor),
-                next_action = $6, updated_at = clock_timestamp()
-         WHERE id = $1",
-    )
-    .bind(purchase_id)
-    .bind(u.status)
-    .bind(&u.reference)
-    .bind(u.authorized_minor)
-    .bind(u.captured_minor)
-    .bind(&u.next_action)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Records the enrollment of every assigned seat (the `none` LMS target).
@@ -407,31 +394,33 @@ pub async fn seats_to_enroll(pool: &PgPool, purchase_id: Uuid) -> Result<Vec<Sea
     .await
 }
 
-pub async fn activate_seat(conn: &mut PgConnection, seat_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE seats SET status = 'active', enrolled_at = clock_timestamp() WHERE id = $1 AND status = 'unassigned'",
-    )
-    .bind(seat_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// Staged with rows `{id}`: the seat is enrolled at the LMS.
+pub const ACTIVATE_SEAT: &str = "UPDATE seats s SET status = 'active', enrolled_at = clock_timestamp()
+     FROM jsonb_to_recordset($1) AS x(id uuid)
+     WHERE s.id = x.id AND s.status = 'unassigned'";
 
-/// Records that the whole capture was refunded, and refunds and gives back
-/// the seats, in the refund step's completion transaction. Absolute, not
-/// incremental: recording it twice records it once.
-pub async fn record_full_refund(conn: &mut PgConnection, purchase_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE purchases SET refunded_minor = captured_minor, payment_status = 'refunded',
-                updated_at = clock_timestamp()
-         WHERE id = $1",
-    )
-    .bind(purchase_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE seats SET status = 'refunded' WHERE purchase_id = $1 AND status IN ('unassigned', 'active')")
-        .bind(purchase_id)
-        .execute(&mut *conn)
-        .await?;
-    give_back_seats(conn, purchase_id).await
-}
+/// Staged with rows `{id}`: the whole capture was refunded (the refund
+/// compensation). The seats are refunded and given back; a limited
+/// offering's counter drops by the seats its refunded purchases held.
+/// Absolute, not incremental: recording it twice records it once.
+pub const RECORD_FULL_REFUND: &str = "WITH x AS (SELECT id FROM jsonb_to_recordset($1) AS x(id uuid)),
+     before AS (
+        SELECT p.id, p.tenant_id, p.offering_id, p.quantity, p.seats_reserved
+        FROM purchases p WHERE p.id IN (SELECT id FROM x) FOR UPDATE
+     ),
+     refunded AS (
+        UPDATE purchases SET refunded_minor = captured_minor, payment_status = 'refunded', seats_reserved = false,
+               updated_at = clock_timestamp()
+        WHERE id IN (SELECT id FROM before)
+     ),
+     seats AS (
+        UPDATE seats SET status = 'refunded'
+        WHERE purchase_id IN (SELECT id FROM before) AND status IN ('unassigned', 'active')
+     ),
+     given_back AS (
+        SELECT tenant_id, offering_id, sum(quantity) AS quantity FROM before WHERE seats_reserved
+        GROUP BY tenant_id, offering_id
+     )
+     UPDATE offerings o SET seats_taken = o.seats_taken - g.quantity
+     FROM given_back g
+     WHERE o.tenant_id = g.tenant_id AND o.id = g.offering_id AND o.capacity IS NOT NULL";

@@ -131,6 +131,18 @@ fn reply_all(jobs: Vec<Job>, done: &HashMap<Uuid, Completed>) {
     }
 }
 
+/// The staged rows of each statement, in the order the statements first appear.
+fn group_by_statement<'a>(staged: impl Iterator<Item = &'a Staged>) -> Vec<(&'static str, Vec<&'a serde_json::Value>)> {
+    let mut groups: Vec<(&'static str, Vec<&serde_json::Value>)> = Vec::new();
+    for write in staged {
+        match groups.iter_mut().find(|(sql, _)| *sql == write.sql) {
+            Some((_, rows)) => rows.push(&write.row),
+            None => groups.push((write.sql, vec![&write.row])),
+        }
+    }
+    groups
+}
+
 async fn commit_batch(
     engine: &Engine,
     worker: &str,
@@ -141,10 +153,9 @@ async fn commit_batch(
     let mut tx = engine.pool().begin().await?;
     let done = db::runs::complete(&mut tx, worker, lease, &rows).await?;
     // Only runs whose lease held get their writes: a zombie's change nothing.
-    for job in jobs.iter().filter(|j| done.iter().any(|c| c.id == j.completion.run_id)) {
-        for write in &job.staged {
-            write(&mut tx).await?;
-        }
+    let held = jobs.iter().filter(|j| done.iter().any(|c| c.id == j.completion.run_id));
+    for (sql, rows) in group_by_statement(held.flat_map(|j| &j.staged)) {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sqlx::types::Json(rows)).execute(&mut *tx).await?;
     }
 
     // A cancel requested while the step ran takes effect now that its result is safe.

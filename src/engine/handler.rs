@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
@@ -103,13 +102,20 @@ pub struct OutboxMessage {
     pub payload: Value,
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// A write that commits in the step's completion transaction, with its
 /// result, its next state and its history row, or not at all (if the lease
-/// was lost). It may run more than once (a batch that fails is retried run by
-/// run), so it only builds its statement from what it captured.
-pub type Staged = Arc<dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync>;
+/// was lost). `sql` takes one parameter, `$1`: a JSON array of rows. The
+/// writes of one statement staged by the steps of one completion batch run as
+/// one execution of it, so the statement must apply each row on its own, and
+/// no two rows of a batch may target the same row (each run's step writes its
+/// own purchase, seats and effects; a statement that aggregates, such as a
+/// seat counter, sums over the rows). To refuse a row, and with it the
+/// step's result, it calls `bursar_refuse(message)`.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub sql: &'static str,
+    pub row: Value,
+}
 
 /// The state one attempt of one step works with.
 pub struct StepCtx {
@@ -189,11 +195,8 @@ impl StepCtx {
     /// Have `write` commit together with this step's result (see `Staged`).
     /// A domain write staged here needs no guard against running twice: it
     /// lands exactly when the step's outcome does.
-    pub fn stage<F>(&self, write: F)
-    where
-        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync + 'static,
-    {
-        self.staged.lock().expect("not poisoned").push(Arc::new(write));
+    pub fn stage(&self, sql: &'static str, row: Value) {
+        self.staged.lock().expect("not poisoned").push(Staged { sql, row });
     }
 
     /// Queue a message (mail, webhook) that exists if and only if this step's
@@ -250,14 +253,13 @@ impl StepCtx {
     // lost, the ledger row stays pending and the next attempt asks the other
     // side, which is what `lookup` is for.
     async fn record_success<T: Serialize>(&self, key: &str, v: T) -> Result<T, EffectError> {
-        let (key, response) = (key.to_owned(), serde_json::to_value(&v)?);
-        self.stage(move |conn| Box::pin(db::effects::succeed(conn, key.clone(), response.clone())));
+        let response = serde_json::to_value(&v)?;
+        self.stage(db::effects::SUCCEED, serde_json::json!({"key": key, "response": response}));
         Ok(v)
     }
 
     async fn record_failure<T>(&self, key: &str, e: String) -> Result<T, EffectError> {
-        let (key, error) = (key.to_owned(), e.clone());
-        self.stage(move |conn| Box::pin(db::effects::fail(conn, key.clone(), error.clone())));
+        self.stage(db::effects::FAIL, serde_json::json!({"key": key, "error": e}));
         Err(EffectError::Failed(e))
     }
 }

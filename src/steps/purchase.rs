@@ -100,11 +100,8 @@ fn status_event(p: &PurchaseRow, status: &str) -> Value {
 }
 
 /// Records what the provider said, with the step's result.
-fn stage_payment(ctx: &StepCtx, purchase_id: Uuid, update: PaymentUpdate) {
-    ctx.stage(move |conn| {
-        let update = update.clone();
-        Box::pin(async move { db::purchases::set_payment(conn, purchase_id, &update).await })
-    });
+fn stage_payment(ctx: &StepCtx, update: PaymentUpdate) {
+    ctx.stage(db::purchases::SET_PAYMENT, serde_json::to_value(update).expect("serializable"));
 }
 
 macro_rules! try_outcome {
@@ -133,8 +130,7 @@ impl StepHandler for ReserveSeats {
         };
         if capacity.is_none() && !p.seats_reserved {
             // Unlimited: nothing to decide, so the count commits with this step.
-            let id = p.id;
-            ctx.stage(move |conn| Box::pin(db::purchases::reserve_unlimited(conn, id)));
+            ctx.stage(db::purchases::RESERVE_UNLIMITED, json!({"id": p.id}));
             return Outcome::next("ok");
         }
         // Limited: the guarded UPDATE decides, serialized on the offering's row.
@@ -163,7 +159,7 @@ impl StepHandler for Authorize {
                 "payment.authorized" => ("authorized", Some(p.total_minor), "ok"),
                 _ => ("declined", None, "declined"),
             };
-            stage_payment(ctx, p.id, PaymentUpdate { status, authorized_minor, ..Default::default() });
+            stage_payment(ctx, PaymentUpdate { id: p.id, status, authorized_minor, ..Default::default() });
             return Outcome::next(label);
         }
         let waiting_event = status_event(&p, "requires_action");
@@ -182,24 +178,26 @@ impl StepHandler for Authorize {
         .await;
         let update = match &answer {
             Ok(Authorization::Authorized { reference }) => Some(PaymentUpdate {
+                id: p_id,
                 status: "authorized",
                 reference: Some(reference.clone()),
                 authorized_minor: Some(p_total),
                 ..Default::default()
             }),
             Ok(Authorization::RequiresAction { reference, next_action }) => Some(PaymentUpdate {
+                id: p_id,
                 status: "requires_action",
                 reference: Some(reference.clone()),
                 next_action: Some(next_action.clone()),
                 ..Default::default()
             }),
             Ok(Authorization::Declined { reference, .. }) => {
-                Some(PaymentUpdate { status: "declined", reference: reference.clone(), ..Default::default() })
+                Some(PaymentUpdate { id: p_id, status: "declined", reference: reference.clone(), ..Default::default() })
             }
             Err(_) => None,
         };
         if let Some(update) = update {
-            stage_payment(ctx, p_id, update);
+            stage_payment(ctx, update);
         }
         match answer {
             Ok(Authorization::Authorized { .. }) => Outcome::next("ok"),
@@ -240,7 +238,10 @@ impl StepHandler for Capture {
         match captured {
             Ok(c) => {
                 let captured_minor = Some(c.amount_minor);
-                stage_payment(ctx, p.id, PaymentUpdate { status: "captured", captured_minor, ..Default::default() });
+                stage_payment(
+                    ctx,
+                    PaymentUpdate { id: p.id, status: "captured", captured_minor, ..Default::default() },
+                );
                 Outcome::next("ok")
             }
             // An authorization that cannot be captured needs a person: the money is held.
@@ -326,8 +327,7 @@ impl StepHandler for Enroll {
                 .await;
             match done {
                 Ok(_) => {
-                    let seat_id = seat.id;
-                    ctx.stage(move |conn| Box::pin(db::purchases::activate_seat(conn, seat_id)));
+                    ctx.stage(db::purchases::ACTIVATE_SEAT, json!({"id": seat.id}));
                 }
                 Err(crate::engine::EffectError::Failed(why)) => {
                     ctx.context["enrollment_error"] = json!(why);
@@ -365,8 +365,7 @@ impl StepHandler for RefundAll {
             Ok(_) => {
                 // With the step's result: if that commit is lost, the ledger
                 // row stays pending and the next attempt asks the provider.
-                let id = p.id;
-                ctx.stage(move |conn| Box::pin(db::purchases::record_full_refund(conn, id)));
+                ctx.stage(db::purchases::RECORD_FULL_REFUND, json!({"id": p.id}));
                 ctx.emit("webhook", "purchase.failed", status_event(&p, "failed"));
                 Outcome::next("enrollment_failed")
             }
