@@ -1,5 +1,7 @@
 //! The effects ledger: one row per external call, keyed by its idempotency key.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +10,7 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct Entry {
+    pub key: String,
     pub status: String,
     pub attempts: i32,
     pub response: Option<Value>,
@@ -27,22 +30,39 @@ pub struct Effect {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Records that the call `key` is about to be made, committed before the call.
-/// A second `begin` of the same key counts an attempt and returns what is known.
-pub async fn begin(pool: &PgPool, key: &str, run_id: Uuid, step: &str, name: &str) -> Result<Entry, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO effects (key, run_id, step, name, status) VALUES ($1, $2, $3, $4, 'pending')
+/// An external call about to be made.
+#[derive(Debug, Clone)]
+pub struct Begin {
+    pub key: String,
+    pub run_id: Uuid,
+    pub step: String,
+    pub name: String,
+}
+
+/// Records that the calls are about to be made, committed before they are.
+/// A second `begin` of the same key counts an attempt and returns what is
+/// known. The keys must be distinct.
+pub async fn begin_many(pool: &PgPool, begins: &[&Begin]) -> Result<HashMap<String, Entry>, sqlx::Error> {
+    let keys: Vec<&str> = begins.iter().map(|b| b.key.as_str()).collect();
+    let runs: Vec<Uuid> = begins.iter().map(|b| b.run_id).collect();
+    let steps: Vec<&str> = begins.iter().map(|b| b.step.as_str()).collect();
+    let names: Vec<&str> = begins.iter().map(|b| b.name.as_str()).collect();
+    let entries: Vec<Entry> = sqlx::query_as(
+        "INSERT INTO effects (key, run_id, step, name, status)
+         SELECT key, run_id, step, name, 'pending' FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[])
+                AS b(key, run_id, step, name)
          ON CONFLICT (key) DO UPDATE SET
             attempts = effects.attempts + CASE WHEN effects.status = 'pending' THEN 1 ELSE 0 END,
             updated_at = clock_timestamp()
-         RETURNING status, attempts, response, error",
+         RETURNING key, status, attempts, response, error",
     )
-    .bind(key)
-    .bind(run_id)
-    .bind(step)
-    .bind(name)
-    .fetch_one(pool)
-    .await
+    .bind(&keys)
+    .bind(&runs)
+    .bind(&steps)
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    Ok(entries.into_iter().map(|e| (e.key.clone(), e)).collect())
 }
 
 /// Staged (see `StepCtx::stage`) with rows `{key, response}`: the call succeeded.

@@ -132,6 +132,7 @@ pub struct StepCtx {
     pub(crate) outbox: Vec<OutboxMessage>,
     pub(crate) staged: Mutex<Vec<Staged>>,
     pub(crate) pool: PgPool,
+    pub(crate) ledger: super::ledger::Ledger,
 }
 
 /// How an external call ended, as the caller of `StepCtx::effect` reports it.
@@ -159,7 +160,7 @@ pub enum EffectError {
     #[error("outcome unknown: {0}")]
     Unknown(String),
     #[error("effects ledger: {0}")]
-    Ledger(#[from] sqlx::Error),
+    Ledger(String),
     #[error("effects ledger holds a response that does not decode: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -220,7 +221,7 @@ impl StepCtx {
         LF: Future<Output = Result<Lookup<T>, CallError>>,
     {
         let key = self.effect_key(name);
-        let entry = db::effects::begin(&self.pool, &key, self.run_id, &self.step, name).await?;
+        let entry = self.ledger.begin(&key, self.run_id, &self.step, name).await.map_err(EffectError::Ledger)?;
         match entry.status.as_str() {
             "succeeded" => {
                 return Ok(serde_json::from_value(entry.response.unwrap_or(Value::Null))?);
@@ -243,7 +244,7 @@ impl StepCtx {
             Ok(v) => self.record_success(&key, v).await,
             Err(CallError::Definitive(e)) => self.record_failure(&key, e).await,
             Err(CallError::Unknown(e)) => {
-                db::effects::note_error(&self.pool, &key, &e).await?;
+                db::effects::note_error(&self.pool, &key, &e).await.map_err(|e| EffectError::Ledger(e.to_string()))?;
                 Err(EffectError::Unknown(e))
             }
         }

@@ -15,6 +15,7 @@ use super::Engine;
 use super::completer::{CommitError, Committed, Completer};
 use super::definition::DEADLINE;
 use super::handler::{Outcome, Signal, Staged, StepCtx};
+use super::ledger::Ledger;
 use super::transition::{self, RunStatus, Transition};
 use crate::db;
 use crate::db::runs::{Claimed, Completion};
@@ -62,6 +63,7 @@ pub struct Worker {
 struct Shared {
     engine: Engine,
     completer: Completer,
+    ledger: Ledger,
     stopping: AtomicBool,
 }
 
@@ -89,7 +91,9 @@ impl Worker {
             config.completion_batch,
             config.completion_lanes,
         );
-        let shared = Arc::new(Shared { engine: engine.clone(), completer, stopping: AtomicBool::new(false) });
+        // Effect begins batch like completions, with the same batch size and lanes.
+        let (ledger, ledger_lanes) = Ledger::spawn(pool.clone(), config.completion_batch, config.completion_lanes);
+        let shared = Arc::new(Shared { engine: engine.clone(), completer, ledger, stopping: AtomicBool::new(false) });
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
         let heartbeat = tokio::spawn(renew_leases(pool.clone(), id.clone(), config.lease, config.heartbeat));
@@ -147,7 +151,7 @@ impl Worker {
             while steps.join_next().await.is_some() {}
         }
         drop(shared);
-        for lane in lanes {
+        for lane in lanes.into_iter().chain(ledger_lanes) {
             let _ = lane.await;
         }
         heartbeat.abort();
@@ -288,6 +292,7 @@ async fn attempt(shared: &Shared, run: &Claimed) -> (Completion, Vec<Staged>) {
         outbox: vec![],
         staged: Default::default(),
         pool: engine.pool().clone(),
+        ledger: shared.ledger.clone(),
     };
     let span = tracing::info_span!("step", run = %run.id, tenant = %run.tenant_id, workflow = %run.workflow, step = %run.step, attempt = run.attempt);
     let task = tokio::spawn(tracing::Instrument::instrument(

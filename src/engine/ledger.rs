@@ -1,0 +1,92 @@
+//! Opens effects-ledger rows in batches. A step's `begin` must be committed
+//! before its external call, so it cannot wait for the step's completion;
+//! but the begins of many concurrent steps can share one statement and one
+//! commit, as their completions do (see completer.rs).
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::effects::{Begin, Entry};
+
+struct Request {
+    begin: Begin,
+    reply: oneshot::Sender<Result<Entry, String>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Ledger {
+    sender: mpsc::Sender<Request>,
+}
+
+impl Ledger {
+    /// Starts `lanes` writers sharing one queue, like the completer's.
+    pub fn spawn(pool: sqlx::PgPool, max_batch: usize, lanes: usize) -> (Ledger, Vec<JoinHandle<()>>) {
+        let (sender, receiver) = mpsc::channel::<Request>(max_batch * lanes.max(1) * 2);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let handles = (0..lanes.max(1))
+            .map(|_| {
+                let (pool, receiver) = (pool.clone(), receiver.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let mut requests = Vec::with_capacity(max_batch);
+                        {
+                            let mut rx = receiver.lock().await;
+                            if rx.recv_many(&mut requests, max_batch).await == 0 {
+                                return; // every sender is gone: the worker has stopped
+                            }
+                        }
+                        write(&pool, requests).await;
+                    }
+                })
+            })
+            .collect();
+        (Ledger { sender }, handles)
+    }
+
+    /// Opens the ledger row of one call (`db::effects::begin_many`), committed
+    /// in a batch with other steps' begins, before the call is made.
+    pub async fn begin(&self, key: &str, run_id: Uuid, step: &str, name: &str) -> Result<Entry, String> {
+        let begin = Begin { key: key.to_owned(), run_id, step: step.to_owned(), name: name.to_owned() };
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Request { begin, reply }).await.map_err(|_| "the ledger writer has stopped".to_owned())?;
+        answer.await.map_err(|_| "the ledger writer stopped before answering".to_owned())?
+    }
+}
+
+async fn write(pool: &sqlx::PgPool, mut requests: Vec<Request>) {
+    // One statement may not touch a row twice: a key asked for twice (a
+    // zombie attempt beside its successor) waits for the next round.
+    // Sorted, so concurrent batches lock their rows in one order.
+    requests.sort_by(|a, b| a.begin.key.cmp(&b.begin.key));
+    while !requests.is_empty() {
+        let mut round = Vec::with_capacity(requests.len());
+        let mut later = Vec::new();
+        for r in requests {
+            if round.last().is_some_and(|last: &Request| last.begin.key == r.begin.key) {
+                later.push(r);
+            } else {
+                round.push(r);
+            }
+        }
+        let begins: Vec<&Begin> = round.iter().map(|r| &r.begin).collect();
+        match db::effects::begin_many(pool, &begins).await {
+            Ok(mut entries) => {
+                for r in round {
+                    let entry =
+                        entries.remove(&r.begin.key).ok_or_else(|| format!("no ledger row for {}", r.begin.key));
+                    let _ = r.reply.send(entry);
+                }
+            }
+            Err(e) => {
+                for r in round {
+                    let _ = r.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+        requests = later;
+    }
+}
