@@ -151,8 +151,14 @@ impl Worker {
             while steps.join_next().await.is_some() {}
         }
         drop(shared);
-        for lane in lanes.into_iter().chain(ledger_lanes) {
+        for lane in lanes {
             let _ = lane.await;
+        }
+        // Every step is over, so no begin waits for an answer. (The lanes do
+        // not end by themselves: a handler abandoned mid-await may not have
+        // dropped its sender yet.)
+        for lane in ledger_lanes {
+            lane.abort();
         }
         heartbeat.abort();
         let released = db::runs::release_owned(&pool, &id).await?;
@@ -302,7 +308,9 @@ async fn attempt(shared: &Shared, run: &Claimed) -> (Completion, Vec<Staged>) {
         },
         span,
     ));
-    let abort = task.abort_handle();
+    // The handler stops with this attempt, even when the attempt itself is
+    // dropped (a worker abandoning steps at the end of its grace period).
+    let _abort = AbortOnDrop(task.abort_handle());
     let (outcome, context, outbox, staged) = match tokio::time::timeout(step.timeout, task).await {
         Ok(Ok((outcome, ctx))) => {
             let staged = ctx.staged.into_inner().unwrap_or_default();
@@ -312,19 +320,25 @@ async fn attempt(shared: &Shared, run: &Claimed) -> (Completion, Vec<Staged>) {
             let why = if e.is_panic() { panic_message(e.into_panic()) } else { e.to_string() };
             (Outcome::retry(format!("the handler panicked: {why}")), run.context.clone(), vec![], vec![])
         }
-        Err(_) => {
-            abort.abort();
-            (
-                Outcome::retry(format!("the step timed out after {:?}", step.timeout)),
-                run.context.clone(),
-                vec![],
-                vec![],
-            )
-        }
+        // A timed-out handler is stopped when `_abort` drops.
+        Err(_) => (
+            Outcome::retry(format!("the step timed out after {:?}", step.timeout)),
+            run.context.clone(),
+            vec![],
+            vec![],
+        ),
     };
     let t = transition::plan(&def, &run.step, run.attempt as u32, outcome, Utc::now());
     let outbox = outbox.into_iter().map(|m| (m.dedup_key, m.channel, m.payload)).collect();
     (completion(run, t, context, signal, outbox), staged)
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
