@@ -18,6 +18,7 @@ use crate::db;
 use crate::db::purchases::PurchaseRow;
 use crate::domain::money::{Currency, Money, MoneyJson};
 use crate::domain::purchase::{NewPurchase, PurchaseInput};
+use crate::steps::purchase::{Facts, start_context};
 
 const ENDPOINT: &str = "POST /v1/purchases";
 
@@ -74,9 +75,20 @@ pub async fn create(
 
     let customer_id = db::purchases::upsert_customer(&mut tx, tenant, &new).await?;
     let purchase_id = Uuid::now_v7();
+    let facts = Facts {
+        id: purchase_id,
+        tenant_id: tenant,
+        offering_id: new.offering_id.clone(),
+        quantity: new.quantity as i32,
+        currency: currency.code().to_owned(),
+        total_minor: total.minor_units(),
+        provider: new.provider.clone(),
+        payment_method: new.payment_method.clone(),
+        customer_email: new.email.clone(),
+    };
     let run = state
         .engine
-        .start(&mut tx, tenant, "purchase", &format!("purchase:{purchase_id}"), &json!({"purchase_id": purchase_id}))
+        .start(&mut tx, tenant, "purchase", &format!("purchase:{purchase_id}"), &start_context(&facts))
         .await
         .map_err(ApiError::internal)?;
     let insert = db::purchases::Insert {

@@ -122,3 +122,13 @@ pub async fn get(conn: impl PgExecutor<'_>, tenant_id: Uuid, id: &str) -> Result
     .fetch_optional(conn)
     .await
 }
+
+/// The offering's capacity as it is now (`None` inside: unlimited); `None`
+/// when the offering does not exist.
+pub async fn capacity(pool: &PgPool, tenant_id: Uuid, id: &str) -> Result<Option<Option<i32>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT capacity FROM offerings WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

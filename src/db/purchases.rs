@@ -296,19 +296,6 @@ pub struct PaymentUpdate {
     pub next_action: Option<Value>,
 }
 
-/// Records the enrollment of every assigned seat (the `none` LMS target).
-pub async fn activate_assigned_seats(pool: &PgPool, purchase_id: Uuid) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE seats SET status = 'active', enrolled_at = clock_timestamp()
-         WHERE purchase_id = $1 AND status = 'unassigned'
-           AND (assignee_email IS NOT NULL OR assignee_lms_user_id IS NOT NULL)",
-    )
-    .bind(purchase_id)
-    .execute(pool)
-    .await?
-    .rows_affected())
-}
-
 /// The purchase whose payment has this provider reference, for webhooks.
 pub async fn by_reference(
     pool: &PgPool,
@@ -381,17 +368,56 @@ pub async fn store_idempotent_response(
     Ok(())
 }
 
-/// Assigned seats not yet enrolled, for the enroll step.
-pub async fn seats_to_enroll(pool: &PgPool, purchase_id: Uuid) -> Result<Vec<SeatRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status, assignee_email, assignee_lms_user_id, enrolled_at FROM seats
-         WHERE purchase_id = $1 AND status = 'unassigned'
-           AND (assignee_email IS NOT NULL OR assignee_lms_user_id IS NOT NULL)
-         ORDER BY position",
+/// What enrolling and telling need, read together: the tenant's LMS target,
+/// the offering as it is now (an operator may have fixed its course before
+/// replaying), and the purchase's seats.
+pub struct Fulfilment {
+    pub lms: Value,
+    pub title: String,
+    pub lms_course_id: Option<String>,
+    pub lms_url: Option<String>,
+    pub seats: Vec<SeatRow>,
+}
+
+/// `None` when the offering is gone.
+pub async fn fulfilment(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    purchase_id: Uuid,
+    offering_id: &str,
+) -> Result<Option<Fulfilment>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        lms: Option<Value>,
+        title: String,
+        lms_course_id: Option<String>,
+        lms_url: Option<String>,
+        #[sqlx(flatten)]
+        seat: SeatRow,
+    }
+    // A purchase has at least one seat, so no row means no offering.
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT ts.lms, o.title, o.lms_course_id, o.lms_url,
+                s.id, s.status, s.assignee_email, s.assignee_lms_user_id, s.enrolled_at
+         FROM seats s
+         JOIN offerings o ON o.tenant_id = $1 AND o.id = $3
+         LEFT JOIN tenant_settings ts ON ts.tenant_id = $1
+         WHERE s.purchase_id = $2
+         ORDER BY s.position",
     )
+    .bind(tenant_id)
     .bind(purchase_id)
+    .bind(offering_id)
     .fetch_all(pool)
-    .await
+    .await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    Ok(Some(Fulfilment {
+        lms: first.lms.clone().unwrap_or_else(super::settings::default_lms),
+        title: first.title.clone(),
+        lms_course_id: first.lms_course_id.clone(),
+        lms_url: first.lms_url.clone(),
+        seats: rows.into_iter().map(|r| r.seat).collect(),
+    }))
 }
 
 /// Staged with rows `{id}`: the seat is enrolled at the LMS.

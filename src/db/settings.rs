@@ -11,7 +11,12 @@ pub async fn get(conn: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<(Value, V
             .bind(tenant_id)
             .fetch_optional(conn)
             .await?;
-    Ok(row.unwrap_or_else(|| (serde_json::json!({"type": "none"}), serde_json::json!({}), serde_json::json!({}))))
+    Ok(row.unwrap_or_else(|| (default_lms(), serde_json::json!({}), serde_json::json!({}))))
+}
+
+/// The LMS target of a tenant that never set one: Bursar records enrollments itself.
+pub fn default_lms() -> Value {
+    serde_json::json!({"type": "none"})
 }
 
 pub async fn put(

@@ -2,7 +2,7 @@
 //! and the domain, providers, LMS and notifications.
 
 mod noop;
-mod purchase;
+pub mod purchase;
 
 use sqlx::PgPool;
 

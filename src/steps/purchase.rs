@@ -1,12 +1,14 @@
-//! The purchase workflow's steps (workflows/purchase.toml). Each loads the
-//! purchase, calls out through the effects ledger, and records what happened;
-//! every write is idempotent, so a step that runs again after a crash finds
-//! its work done.
+//! The purchase workflow's steps (workflows/purchase.toml). Each takes what
+//! it needs of the purchase from the run's context (`Facts`) or, for what can
+//! change, from the database; calls out through the effects ledger; and
+//! stages what happened into its completion. Every write is idempotent, so a
+//! step that runs again after a crash finds its work done.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -23,6 +25,63 @@ use crate::providers::{
 /// How long a buyer has to complete an action (3-D Secure, an approval).
 const ACTION_DEADLINE: chrono::Duration = chrono::Duration::hours(1);
 
+/// What the workflow knows of its purchase from the start, none of which
+/// ever changes: carried in the run's context, so the hot path does not
+/// read the purchase again at every step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Facts {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub offering_id: String,
+    pub quantity: i32,
+    pub currency: String,
+    pub total_minor: i64,
+    pub provider: String,
+    pub payment_method: String,
+    pub customer_email: String,
+}
+
+impl From<&PurchaseRow> for Facts {
+    fn from(p: &PurchaseRow) -> Facts {
+        Facts {
+            id: p.id,
+            tenant_id: p.tenant_id,
+            offering_id: p.offering_id.clone(),
+            quantity: p.quantity,
+            currency: p.currency.clone(),
+            total_minor: p.total_minor,
+            provider: p.provider.clone(),
+            payment_method: p.payment_method.clone(),
+            customer_email: p.customer_email.clone(),
+        }
+    }
+}
+
+/// The context a purchase run starts with.
+pub fn start_context(facts: &Facts) -> Value {
+    json!({"purchase_id": facts.id, "purchase": facts})
+}
+
+/// The purchase's facts from the context; a run started before they were
+/// carried there reads them once and keeps them.
+async fn facts(ctx: &mut StepCtx) -> Result<Facts, Outcome> {
+    if let Ok(f) = serde_json::from_value::<Facts>(ctx.context["purchase"].clone()) {
+        return Ok(f);
+    }
+    let facts = Facts::from(&load(ctx).await?);
+    ctx.context["purchase"] = json!(facts);
+    Ok(facts)
+}
+
+/// The provider's reference for the payment, which authorize keeps in the
+/// context (or, for a run from before that, the purchase's).
+async fn payment_reference(ctx: &mut StepCtx) -> Result<Option<String>, Outcome> {
+    if let Some(r) = ctx.context["payment_reference"].as_str() {
+        return Ok(Some(r.to_owned()));
+    }
+    Ok(load(ctx).await?.payment_reference)
+}
+
 async fn load(ctx: &StepCtx) -> Result<PurchaseRow, Outcome> {
     let id = ctx.context["purchase_id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
     let Some(id) = id else {
@@ -35,9 +94,12 @@ async fn load(ctx: &StepCtx) -> Result<PurchaseRow, Outcome> {
     }
 }
 
-fn total(p: &PurchaseRow) -> Result<Money, Outcome> {
-    let currency: Currency = p.currency.parse().map_err(|e| Outcome::park(format!("{e}")))?;
-    Ok(Money::from_minor(p.total_minor, currency))
+fn currency(code: &str) -> Result<Currency, Outcome> {
+    code.parse().map_err(|e| Outcome::park(format!("{e}")))
+}
+
+fn total(p: &Facts) -> Result<Money, Outcome> {
+    Ok(Money::from_minor(p.total_minor, currency(&p.currency)?))
 }
 
 fn call_error(e: ProviderError) -> CallError {
@@ -87,15 +149,15 @@ where
     .await
 }
 
-fn provider_for(providers: &Providers, p: &PurchaseRow) -> Result<Arc<dyn PaymentProvider>, Outcome> {
-    providers.get(&p.provider).ok_or_else(|| Outcome::park(format!("provider `{}` is not configured", p.provider)))
+fn provider_for(providers: &Providers, name: &str) -> Result<Arc<dyn PaymentProvider>, Outcome> {
+    providers.get(name).ok_or_else(|| Outcome::park(format!("provider `{name}` is not configured")))
 }
 
 /// The platform webhook for a purchase status change.
-fn status_event(p: &PurchaseRow, status: &str) -> Value {
+fn status_event(id: Uuid, offering_id: &str, status: &str) -> Value {
     json!({
         "type": format!("purchase.{status}"),
-        "data": {"purchase_id": crate::api::ids::purchase(p.id), "offering_id": p.offering_id, "status": status},
+        "data": {"purchase_id": crate::api::ids::purchase(id), "offering_id": offering_id, "status": status},
     })
 }
 
@@ -122,14 +184,15 @@ impl StepHandler for ReserveSeats {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
-        let p = try_outcome!(load(ctx).await);
-        let capacity = match db::offerings::get(ctx.pool(), p.tenant_id, &p.offering_id).await {
-            Ok(Some(o)) => o.capacity,
+        let p = try_outcome!(facts(ctx).await);
+        let capacity = match db::offerings::capacity(ctx.pool(), p.tenant_id, &p.offering_id).await {
+            Ok(Some(capacity)) => capacity,
             Ok(None) => return Outcome::park("the purchase's offering is gone"),
             Err(e) => return Outcome::retry(e),
         };
-        if capacity.is_none() && !p.seats_reserved {
-            // Unlimited: nothing to decide, so the count commits with this step.
+        if capacity.is_none() {
+            // Unlimited: nothing to decide, so the reservation commits with
+            // this step (once: it skips a purchase already reserved).
             ctx.stage(db::purchases::RESERVE_UNLIMITED, json!({"id": p.id}));
             return Outcome::next("ok");
         }
@@ -151,7 +214,7 @@ impl StepHandler for Authorize {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
-        let p = try_outcome!(load(ctx).await);
+        let p = try_outcome!(facts(ctx).await);
         let amount = try_outcome!(total(&p));
         // Resumed by the provider's webhook after the buyer acted.
         if let Some(signal) = ctx.signal.clone() {
@@ -162,9 +225,9 @@ impl StepHandler for Authorize {
             stage_payment(ctx, PaymentUpdate { id: p.id, status, authorized_minor, ..Default::default() });
             return Outcome::next(label);
         }
-        let waiting_event = status_event(&p, "requires_action");
+        let waiting_event = status_event(p.id, &p.offering_id, "requires_action");
         let (p_id, p_total) = (p.id, p.total_minor);
-        let provider = try_outcome!(provider_for(&self.0, &p));
+        let provider = try_outcome!(provider_for(&self.0, &p.provider));
         let answer = provider_effect(ctx, "authorize", provider, |provider, key| async move {
             let req = AuthorizeRequest {
                 tenant_id: p.tenant_id,
@@ -197,6 +260,10 @@ impl StepHandler for Authorize {
             Err(_) => None,
         };
         if let Some(update) = update {
+            if let Some(reference) = &update.reference {
+                // For capture, or a void, without reading the purchase again.
+                ctx.context["payment_reference"] = json!(reference);
+            }
             stage_payment(ctx, update);
         }
         match answer {
@@ -221,10 +288,10 @@ impl StepHandler for Capture {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
-        let p = try_outcome!(load(ctx).await);
+        let p = try_outcome!(facts(ctx).await);
         let amount = try_outcome!(total(&p));
-        let provider = try_outcome!(provider_for(&self.0, &p));
-        let Some(reference) = p.payment_reference.clone() else {
+        let provider = try_outcome!(provider_for(&self.0, &p.provider));
+        let Some(reference) = try_outcome!(payment_reference(ctx).await) else {
             return Outcome::park("capture without an authorization reference");
         };
         let captured: Result<Captured, _> =
@@ -267,32 +334,31 @@ impl StepHandler for Enroll {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
-        let p = try_outcome!(load(ctx).await);
-        let pool = ctx.pool().clone();
-        let target = match db::settings::get(&pool, p.tenant_id).await {
-            Ok((lms, _, _)) => serde_json::from_value::<LmsTarget>(lms),
+        let p = try_outcome!(facts(ctx).await);
+        let f = match db::purchases::fulfilment(ctx.pool(), p.tenant_id, p.id, &p.offering_id).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Outcome::park("the purchase's offering is gone"),
             Err(e) => return Outcome::retry(e),
         };
-        let Ok(target) = target else { return Outcome::park("the tenant's LMS settings do not parse") };
+        let Ok(target) = serde_json::from_value::<LmsTarget>(f.lms) else {
+            return Outcome::park("the tenant's LMS settings do not parse");
+        };
         let lms_kind = match &target {
             LmsTarget::None => "none",
             LmsTarget::Callback { .. } => "callback",
             LmsTarget::Moodle { .. } => "moodle",
         };
+        let seats = f
+            .seats
+            .into_iter()
+            .filter(|s| s.status == "unassigned" && (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some()));
         let Some(adapter) = lms::adapter(&target, &self.http) else {
-            return match db::purchases::activate_assigned_seats(&pool, p.id).await {
-                Ok(_) => Outcome::next("ok"),
-                Err(e) => Outcome::retry(e),
-            };
+            for seat in seats {
+                ctx.stage(db::purchases::ACTIVATE_SEAT, json!({"id": seat.id}));
+            }
+            return Outcome::next("ok");
         };
-        let course = match db::offerings::get(&pool, p.tenant_id, &p.offering_id).await {
-            Ok(o) => o.and_then(|o| o.lms_course_id),
-            Err(e) => return Outcome::retry(e),
-        };
-        let seats = match db::purchases::seats_to_enroll(&pool, p.id).await {
-            Ok(s) => s,
-            Err(e) => return Outcome::retry(e),
-        };
+        let course = f.lms_course_id;
         for seat in seats {
             let change = SeatChange {
                 seat_id: crate::api::ids::seat(seat.id),
@@ -351,10 +417,10 @@ impl StepHandler for RefundAll {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        // What was captured and refunded changes: read the purchase itself.
         let p = try_outcome!(load(ctx).await);
-        let currency: Currency = try_outcome!(p.currency.parse().map_err(|e| Outcome::park(format!("{e}"))));
-        let amount = Money::from_minor(p.captured_minor - p.refunded_minor, currency);
-        let provider = try_outcome!(provider_for(&self.0, &p));
+        let amount = Money::from_minor(p.captured_minor - p.refunded_minor, try_outcome!(currency(&p.currency)));
+        let provider = try_outcome!(provider_for(&self.0, &p.provider));
         let Some(reference) = p.payment_reference.clone() else {
             return Outcome::park("refund without a payment reference");
         };
@@ -366,7 +432,7 @@ impl StepHandler for RefundAll {
                 // With the step's result: if that commit is lost, the ledger
                 // row stays pending and the next attempt asks the provider.
                 ctx.stage(db::purchases::RECORD_FULL_REFUND, json!({"id": p.id}));
-                ctx.emit("webhook", "purchase.failed", status_event(&p, "failed"));
+                ctx.emit("webhook", "purchase.failed", status_event(p.id, &p.offering_id, "failed"));
                 Outcome::next("enrollment_failed")
             }
             // A refund the provider will not make needs a person (PAYMENTS.md).
@@ -388,38 +454,34 @@ impl StepHandler for Notify {
     }
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
-        let p = try_outcome!(load(ctx).await);
-        let pool = ctx.pool().clone();
-        let (offering, seats) = match (
-            db::offerings::get(&pool, p.tenant_id, &p.offering_id).await,
-            db::purchases::seats(&mut *try_outcome!(pool.acquire().await.map_err(Outcome::retry)), p.id).await,
-        ) {
-            (Ok(Some(o)), Ok(s)) => (o, s),
-            (Ok(None), _) => return Outcome::park("the purchase's offering is gone"),
-            (Err(e), _) | (_, Err(e)) => return Outcome::retry(e),
+        let p = try_outcome!(facts(ctx).await);
+        let f = match db::purchases::fulfilment(ctx.pool(), p.tenant_id, p.id, &p.offering_id).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Outcome::park("the purchase's offering is gone"),
+            Err(e) => return Outcome::retry(e),
         };
         let total = try_outcome!(total(&p));
-        ctx.emit("webhook", "purchase.completed", status_event(&p, "completed"));
+        ctx.emit("webhook", "purchase.completed", status_event(p.id, &p.offering_id, "completed"));
         ctx.emit(
             "email",
             "receipt",
             json!({
                 "to": p.customer_email,
-                "subject": format!("Your receipt for {}", offering.title),
+                "subject": format!("Your receipt for {}", f.title),
                 "text": format!("Thank you for your purchase.\n\n{} x {}\nTotal: {}\nReference: {}\n",
-                                p.quantity, offering.title, total, crate::api::ids::purchase(p.id)),
+                                p.quantity, f.title, total, crate::api::ids::purchase(p.id)),
             }),
         );
-        for seat in seats.iter().filter(|s| s.status == "active") {
+        for seat in f.seats.iter().filter(|s| s.status == "active") {
             let Some(email) = &seat.assignee_email else { continue };
-            let url = offering.lms_url.as_deref().unwrap_or("your learning platform");
+            let url = f.lms_url.as_deref().unwrap_or("your learning platform");
             ctx.emit(
                 "email",
                 &format!("enrolled:{}", seat.id),
                 json!({
                     "to": email,
-                    "subject": format!("You are enrolled in {}", offering.title),
-                    "text": format!("You now have access to {}.\n\nStart here: {url}\n", offering.title),
+                    "subject": format!("You are enrolled in {}", f.title),
+                    "text": format!("You now have access to {}.\n\nStart here: {url}\n", f.title),
                 }),
             );
         }
@@ -452,7 +514,7 @@ impl StepHandler for ReleaseSeats {
         if let Err(e) = db::purchases::release_seats(ctx.pool(), p.id).await {
             return Outcome::retry(e);
         }
-        ctx.emit("webhook", "purchase.failed", status_event(&p, "failed"));
+        ctx.emit("webhook", "purchase.failed", status_event(p.id, &p.offering_id, "failed"));
         Outcome::next(if expired { "payment_expired" } else { "payment_declined" })
     }
 }

@@ -45,6 +45,28 @@ async fn a_payment_that_needs_the_buyer_waits_and_resumes_on_the_signed_webhook(
     assert_eq!(app.complete_sandbox_payment(&reference).await.status, 409, "only once");
 }
 
+/// A run started by an older Bursar carries only the purchase id in its
+/// context: the steps read what they need from the purchase instead.
+#[tokio::test]
+async fn a_run_whose_context_names_only_the_purchase_still_completes() {
+    let app = TestApp::spawn().await;
+    let (id, reference) = waiting_purchase(&app).await;
+    let stripped: u64 = sqlx::query(
+        "UPDATE runs SET context = jsonb_build_object('purchase_id', context->'purchase_id')
+         WHERE context ? 'purchase' AND context ? 'payment_reference'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(stripped, 1, "the waiting run carried the purchase and its payment reference");
+
+    assert_eq!(app.complete_sandbox_payment(&reference).await.status, 200);
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["payment"]["captured"]["amount"], "49.00");
+    assert_eq!(done["seats"][0]["status"], "active");
+}
+
 #[tokio::test]
 async fn the_same_webhook_twice_has_one_effect() {
     let app = TestApp::spawn().await;
