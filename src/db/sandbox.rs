@@ -3,11 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
-
-use crate::domain::money::Money;
-use crate::providers::AuthorizeRequest;
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Charge {
@@ -27,30 +24,69 @@ pub struct Charge {
 const CHARGE_COLUMNS: &str = "reference, tenant_id, purchase_id, payment_method, currency, amount_minor, status, \
     captured_minor, refunded_minor, created_at, updated_at";
 
-/// Counts a request with this key and returns the count and any stored result.
-pub async fn note_request(
-    conn: &mut PgConnection,
+/// What a request changes in the books, on the one call that applies it:
+/// SQL over the request's arguments (`$5`, a JSON object) that acts only
+/// `WHERE EXISTS (SELECT FROM applying)`.
+pub struct Apply(&'static str);
+
+pub const OPEN_CHARGE: Apply = Apply(
+    "INSERT INTO sandbox_charges (reference, tenant_id, purchase_id, payment_method, currency, amount_minor, status)
+     SELECT a.reference, a.tenant_id, a.purchase_id, a.payment_method, a.currency, a.amount_minor, a.status
+     FROM jsonb_to_record($5) AS a(reference text, tenant_id uuid, purchase_id uuid, payment_method text,
+                                   currency text, amount_minor int8, status text)
+     WHERE EXISTS (SELECT FROM applying)",
+);
+
+pub const CAPTURE: Apply = Apply(
+    "UPDATE sandbox_charges SET status = 'captured', captured_minor = captured_minor + ($5->>'minor')::int8,
+            updated_at = clock_timestamp()
+     WHERE reference = $5->>'reference' AND EXISTS (SELECT FROM applying)",
+);
+
+pub const REFUND: Apply = Apply(
+    "UPDATE sandbox_charges SET refunded_minor = refunded_minor + ($5->>'minor')::int8, updated_at = clock_timestamp()
+     WHERE reference = $5->>'reference' AND EXISTS (SELECT FROM applying)",
+);
+
+pub const VOID: Apply = Apply(
+    "UPDATE sandbox_charges SET status = 'voided', updated_at = clock_timestamp()
+     WHERE reference = $5->>'reference' AND EXISTS (SELECT FROM applying)",
+);
+
+/// One call of a request, in one statement: counts it under its
+/// idempotency key and, on the call that applies the request (the first
+/// after `outage` failed ones), makes the change and stores `result`, the
+/// answer every later call with the key gets. Returns the call's number and
+/// the stored answer (none yet during the outage).
+pub async fn request(
+    pool: &PgPool,
     key: &str,
     operation: &str,
+    outage: i32,
+    result: &Value,
+    apply: Apply,
+    args: &Value,
 ) -> Result<(i32, Option<Value>), sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO sandbox_requests (idempotency_key, operation) VALUES ($1, $2)
-         ON CONFLICT (idempotency_key) DO UPDATE SET calls = sandbox_requests.calls + 1
-         RETURNING calls, result",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH req AS (
+            INSERT INTO sandbox_requests AS r (idempotency_key, operation, result)
+            VALUES ($1, $2, CASE WHEN $4 = 0 THEN $3::jsonb END)
+            ON CONFLICT (idempotency_key) DO UPDATE SET calls = r.calls + 1,
+                result = CASE WHEN r.result IS NULL AND r.calls = $4 THEN $3::jsonb ELSE r.result END
+            RETURNING calls, result
+         ),
+         applying AS (SELECT FROM req WHERE calls = $4 + 1),
+         applied AS ({})
+         SELECT calls, result FROM req",
+        apply.0
+    )))
     .bind(key)
     .bind(operation)
-    .fetch_one(conn)
+    .bind(result)
+    .bind(outage)
+    .bind(args)
+    .fetch_one(pool)
     .await
-}
-
-pub async fn store_result(conn: &mut PgConnection, key: &str, result: &Value) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sandbox_requests SET result = $2 WHERE idempotency_key = $1")
-        .bind(key)
-        .bind(result)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub async fn request_result(pool: &PgPool, key: &str) -> Result<Option<Value>, sqlx::Error> {
@@ -61,67 +97,11 @@ pub async fn request_result(pool: &PgPool, key: &str) -> Result<Option<Value>, s
         .flatten())
 }
 
-pub async fn insert_charge(
-    conn: &mut PgConnection,
-    reference: &str,
-    req: &AuthorizeRequest<'_>,
-    amount: Money,
-    status: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sandbox_charges (reference, tenant_id, purchase_id, payment_method, currency, amount_minor, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(reference)
-    .bind(req.tenant_id)
-    .bind(req.purchase_id)
-    .bind(req.payment_method)
-    .bind(amount.currency().code())
-    .bind(amount.minor_units())
-    .bind(status)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 pub async fn charge(pool: &PgPool, reference: &str) -> Result<Option<Charge>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CHARGE_COLUMNS} FROM sandbox_charges WHERE reference = $1")))
         .bind(reference)
         .fetch_optional(pool)
         .await
-}
-
-pub async fn capture(conn: &mut PgConnection, reference: &str, minor: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sandbox_charges SET status = 'captured', captured_minor = captured_minor + $2,
-                updated_at = clock_timestamp()
-         WHERE reference = $1",
-    )
-    .bind(reference)
-    .bind(minor)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn refund(conn: &mut PgConnection, reference: &str, minor: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sandbox_charges SET refunded_minor = refunded_minor + $2, updated_at = clock_timestamp()
-         WHERE reference = $1",
-    )
-    .bind(reference)
-    .bind(minor)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn void(conn: &mut PgConnection, reference: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sandbox_charges SET status = 'voided', updated_at = clock_timestamp() WHERE reference = $1")
-        .bind(reference)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// The buyer completed the action: the charge becomes authorized.

@@ -31,29 +31,25 @@ impl Sandbox {
         Sandbox { pool }
     }
 
-    /// Runs `apply` once per idempotency key and answers with its stored
-    /// result, misbehaving as the charge's payment method says.
+    /// Applies a request once per idempotency key (see `books::request`)
+    /// and answers with its stored result, misbehaving as the charge's
+    /// payment method says.
     async fn request(
         &self,
         key: &str,
         operation: &str,
         method: &str,
-        apply: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<Value, sqlx::Error>,
+        result: Value,
+        apply: books::Apply,
+        args: Value,
     ) -> Result<Value, ProviderError> {
-        let unavailable = |e: sqlx::Error| ProviderError::Unavailable(e.to_string());
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let (calls, stored) = books::note_request(&mut tx, key, operation).await.map_err(unavailable)?;
-        if let Some(result) = stored {
-            tx.commit().await.map_err(unavailable)?;
-            return Ok(result);
-        }
-        if method == "pm_sandbox_flaky" && calls <= 2 {
-            tx.commit().await.map_err(unavailable)?;
+        let outage = if method == "pm_sandbox_flaky" { 2 } else { 0 };
+        let (calls, stored) = books::request(&self.pool, key, operation, outage, &result, apply, &args)
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let Some(result) = stored else {
             return Err(ProviderError::Unavailable(format!("sandbox outage (call {calls} of {operation})")));
-        }
-        let result = apply(&mut tx).await.map_err(unavailable)?;
-        books::store_result(&mut tx, key, &result).await.map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        };
         if method == "pm_sandbox_unknown" && calls == 1 {
             return Err(ProviderError::Unavailable(format!("sandbox timeout: {operation} applied, answer lost")));
         }
@@ -79,29 +75,35 @@ impl PaymentProvider for Sandbox {
             });
         }
         let reference = format!("sbx_{}", uuid::Uuid::now_v7().simple());
+        let (status, answer) = match req.payment_method {
+            "pm_sandbox_declined" => (
+                "declined",
+                Authorization::Declined {
+                    reference: Some(reference.clone()),
+                    reason: "card declined (sandbox)".into(),
+                },
+            ),
+            "pm_sandbox_requires_action" => (
+                "requires_action",
+                Authorization::RequiresAction {
+                    reference: reference.clone(),
+                    next_action: json!({"type": "sandbox_confirm", "reference": reference}),
+                },
+            ),
+            _ => ("authorized", Authorization::Authorized { reference: reference.clone() }),
+        };
+        let charge = json!({
+            "reference": reference,
+            "tenant_id": req.tenant_id,
+            "purchase_id": req.purchase_id,
+            "payment_method": req.payment_method,
+            "currency": req.amount.currency().code(),
+            "amount_minor": req.amount.minor_units(),
+            "status": status,
+        });
+        let answer = serde_json::to_value(answer).expect("serializable");
         let result = self
-            .request(req.idempotency_key, "authorize", req.payment_method, async |conn| {
-                let (status, answer) = match req.payment_method {
-                    "pm_sandbox_declined" => (
-                        "declined",
-                        Authorization::Declined {
-                            reference: Some(reference.clone()),
-                            reason: "card declined (sandbox)".into(),
-                        },
-                    ),
-                    "pm_sandbox_requires_action" => (
-                        "requires_action",
-                        Authorization::RequiresAction {
-                            reference: reference.clone(),
-                            next_action: json!({"type": "sandbox_confirm", "reference": reference}),
-                        },
-                    ),
-                    _ => ("authorized", Authorization::Authorized { reference: reference.clone() }),
-                };
-                let amount = req.amount;
-                books::insert_charge(conn, &reference, req, amount, status).await?;
-                Ok(serde_json::to_value(answer).expect("serializable"))
-            })
+            .request(req.idempotency_key, "authorize", req.payment_method, answer, books::OPEN_CHARGE, charge)
             .await?;
         decode(result)
     }
@@ -116,11 +118,9 @@ impl PaymentProvider for Sandbox {
             return Err(ProviderError::Rejected(format!("charge {reference} is {}", charge.status)));
         }
         let minor = amount.minor_units();
+        let args = json!({"reference": reference, "minor": minor});
         let result = self
-            .request(key, "capture", &charge.payment_method, async |conn| {
-                books::capture(conn, reference, minor).await?;
-                Ok(json!({"amount_minor": minor}))
-            })
+            .request(key, "capture", &charge.payment_method, json!({"amount_minor": minor}), books::CAPTURE, args)
             .await?;
         decode(result)
     }
@@ -131,11 +131,8 @@ impl PaymentProvider for Sandbox {
             .map_err(|e| ProviderError::Unavailable(e.to_string()))?
             .map(|c| c.payment_method)
             .unwrap_or_default();
-        self.request(key, "void", &method, async |conn| {
-            books::void(conn, reference).await?;
-            Ok(json!({"voided": reference}))
-        })
-        .await?;
+        let args = json!({"reference": reference});
+        self.request(key, "void", &method, json!({"voided": reference}), books::VOID, args).await?;
         Ok(())
     }
 
@@ -151,11 +148,9 @@ impl PaymentProvider for Sandbox {
         {
             return Err(ProviderError::Rejected("the refund exceeds what was captured".into()));
         }
+        let args = json!({"reference": reference, "minor": minor});
         let result = self
-            .request(key, "refund", &charge.payment_method, async |conn| {
-                books::refund(conn, reference, minor).await?;
-                Ok(json!({"amount_minor": minor}))
-            })
+            .request(key, "refund", &charge.payment_method, json!({"amount_minor": minor}), books::REFUND, args)
             .await?;
         decode(result)
     }
