@@ -266,3 +266,35 @@ async fn seats_of_an_unlimited_offering_are_counted_and_a_capacity_set_later_hol
     assert_eq!(sold_out["failure"]["code"], "sold_out");
     assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 4);
 }
+
+/// The reservation of an unlimited offering's seat is staged and commits
+/// with the step; if a capacity was set in between, the staged statement
+/// refuses (and with it the completion), so the step runs again down the
+/// guarded path instead of taking a seat the new capacity did not count.
+#[tokio::test]
+async fn an_unlimited_reservation_is_refused_once_the_offering_has_a_capacity() {
+    let app = app_with_offering(json!(null)).await;
+    let id = app.post_purchase(Some("r1"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&id, "completed").await;
+    let purchase_id: uuid::Uuid = sqlx::query_scalar("UPDATE purchases SET seats_reserved = false RETURNING id")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let stage = |pool: sqlx::PgPool| async move {
+        sqlx::query(bursar::db::purchases::RESERVE_UNLIMITED).bind(json!([{"id": purchase_id}])).execute(&pool).await
+    };
+    let reserved = || async {
+        sqlx::query_scalar::<_, bool>("SELECT seats_reserved FROM purchases").fetch_one(&app.db.pool).await.unwrap()
+    };
+
+    sqlx::query("UPDATE offerings SET capacity = 5").execute(&app.db.pool).await.unwrap();
+    let refused = stage(app.db.pool.clone()).await.expect_err("a capacity was set");
+    assert!(refused.to_string().contains("given a capacity"), "{refused}");
+    assert!(!reserved().await, "nothing was reserved");
+
+    sqlx::query("UPDATE offerings SET capacity = NULL").execute(&app.db.pool).await.unwrap();
+    stage(app.db.pool.clone()).await.unwrap();
+    assert!(reserved().await);
+    stage(app.db.pool.clone()).await.expect("reserving again is a no-op, not a refusal");
+    assert!(reserved().await);
+}
