@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Caller, from_value};
 use super::{AppState, ids};
 use crate::db;
-use crate::db::purchases::PurchaseRow;
+use crate::db::purchases::{PurchaseRow, SeatRow};
 use crate::domain::money::{Currency, Money, MoneyJson};
 use crate::domain::purchase::{NewPurchase, PurchaseInput};
 use crate::steps::purchase::{Facts, start_context};
@@ -73,7 +73,6 @@ pub async fn create(
     let price = Money::new(offering.price_amount, currency).map_err(ApiError::internal)?;
     let total = price.times(new.quantity).map_err(|e| ApiError::invalid(Some("quantity"), e))?;
 
-    let customer_id = db::purchases::upsert_customer(&mut tx, tenant, &new).await?;
     let purchase_id = Uuid::now_v7();
     let facts = Facts {
         id: purchase_id,
@@ -91,22 +90,73 @@ pub async fn create(
         .start(&mut tx, tenant, "purchase", &format!("purchase:{purchase_id}"), &start_context(&facts))
         .await
         .map_err(ApiError::internal)?;
+    let created = json!({"type": "purchase.created", "data": {"purchase_id": ids::purchase(purchase_id), "offering_id": new.offering_id, "status": "processing"}});
     let insert = db::purchases::Insert {
         id: purchase_id,
         tenant_id: tenant,
-        customer_id,
         currency: currency.code(),
         total_minor: total.minor_units(),
         run_id: run.run_id,
         purchase: &new,
+        created_event: &created,
     };
-    db::purchases::insert(&mut tx, &insert).await?;
-    let response = read(&mut tx, tenant, purchase_id).await?.ok_or_else(|| ApiError::internal("purchase vanished"))?;
-    let created = json!({"type": "purchase.created", "data": {"purchase_id": response["id"], "offering_id": response["offering_id"], "status": "processing"}});
-    db::outbox::insert(&mut tx, tenant, &format!("purchase:{purchase_id}:created"), "webhook", &created).await?;
+    let inserted = db::purchases::insert(&mut tx, &insert).await?;
+    let start_step = state.engine.start_step("purchase").map_err(ApiError::internal)?;
+    let (row, seats) = as_written(&facts, &new, run.run_id, start_step, inserted);
+    let response = to_json(&row, &seats)?;
     db::purchases::store_idempotent_response(&mut tx, tenant, ENDPOINT, &key, 201, &response).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// A new purchase as a read would find it, built from what was written
+/// (the create answers without reading it back).
+fn as_written(
+    facts: &Facts,
+    new: &NewPurchase,
+    run_id: Uuid,
+    start_step: &str,
+    inserted: db::purchases::Inserted,
+) -> (PurchaseRow, Vec<SeatRow>) {
+    let row = PurchaseRow {
+        id: facts.id,
+        tenant_id: facts.tenant_id,
+        offering_id: facts.offering_id.clone(),
+        quantity: facts.quantity,
+        customer_id: inserted.customer_id,
+        currency: facts.currency.clone(),
+        total_minor: facts.total_minor,
+        provider: facts.provider.clone(),
+        payment_method: facts.payment_method.clone(),
+        payment_status: "pending".into(),
+        payment_reference: None,
+        authorized_minor: 0,
+        captured_minor: 0,
+        refunded_minor: 0,
+        next_action: None,
+        seats_reserved: false,
+        enrollment_mode: new.enrollment_mode.into(),
+        run_id,
+        created_at: inserted.created_at,
+        status: "processing".into(),
+        customer_email: facts.customer_email.clone(),
+        run_status: "ready".into(),
+        run_step: start_step.into(),
+        failure_code: None,
+    };
+    let seats = (inserted.seat_ids.into_iter().enumerate())
+        .map(|(i, id)| {
+            let assignee = new.assignees.get(i);
+            SeatRow {
+                id,
+                status: "unassigned".into(),
+                assignee_email: assignee.and_then(|a| a.email.clone()),
+                assignee_lms_user_id: assignee.and_then(|a| a.lms_user_id.clone()),
+                enrolled_at: None,
+            }
+        })
+        .collect();
+    (row, seats)
 }
 
 pub async fn get(
@@ -157,24 +207,26 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
-        data.push(to_json(&mut conn, row).await?);
+        data.push(to_json(row, &db::purchases::seats(&mut conn, row.id).await?)?);
     }
     Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
 }
 
 async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<Value>, ApiError> {
     match db::purchases::get(conn, tenant_id, id).await? {
-        Some(row) => Ok(Some(to_json(conn, &row).await?)),
+        Some(row) => {
+            let seats = db::purchases::seats(conn, row.id).await?;
+            Ok(Some(to_json(&row, &seats)?))
+        }
         None => Ok(None),
     }
 }
 
-async fn to_json(conn: &mut PgConnection, p: &PurchaseRow) -> Result<Value, ApiError> {
+fn to_json(p: &PurchaseRow, seats: &[SeatRow]) -> Result<Value, ApiError> {
     let currency: Currency = p.currency.parse().map_err(ApiError::internal)?;
     let money = |minor: i64| MoneyJson::from(Money::from_minor(minor, currency));
-    let seats: Vec<Value> = db::purchases::seats(conn, p.id)
-        .await?
-        .into_iter()
+    let seats: Vec<Value> = seats
+        .iter()
         .map(|s| {
             json!({
                 "id": ids::seat(s.id),

@@ -7,70 +7,85 @@ use uuid::Uuid;
 
 use crate::domain::purchase::NewPurchase;
 
-/// Finds or creates the customer for (tenant, email), linking the LMS user id
-/// when one becomes known.
-pub async fn upsert_customer(conn: &mut PgConnection, tenant_id: Uuid, p: &NewPurchase) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO customers (id, tenant_id, email, name, lms_user_id) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (tenant_id, email) DO UPDATE SET
-            name = COALESCE(excluded.name, customers.name),
-            lms_user_id = COALESCE(excluded.lms_user_id, customers.lms_user_id)
-         RETURNING id",
-    )
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(&p.email)
-    .bind(&p.name)
-    .bind(&p.lms_user_id)
-    .fetch_one(conn)
-    .await
-}
-
 pub struct Insert<'a> {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub customer_id: Uuid,
     pub currency: &'a str,
     pub total_minor: i64,
     pub run_id: Uuid,
     pub purchase: &'a NewPurchase,
+    /// The `purchase.created` webhook, queued in the outbox with the purchase.
+    pub created_event: &'a Value,
 }
 
-pub async fn insert(conn: &mut PgConnection, p: &Insert<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO purchases (id, tenant_id, offering_id, quantity, customer_id, currency, total_minor,
-                                provider, payment_method, enrollment_mode, run_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+/// What the database decided about a new purchase.
+pub struct Inserted {
+    pub customer_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub seat_ids: Vec<Uuid>,
+}
+
+/// Writes a purchase in one statement: finds or creates its customer for
+/// (tenant, email), linking the LMS user id when one becomes known; inserts
+/// the purchase, a seat per unit (assigned in order, the rest unassigned),
+/// and queues the `purchase.created` webhook.
+pub async fn insert(conn: &mut PgConnection, p: &Insert<'_>) -> Result<Inserted, sqlx::Error> {
+    let new = p.purchase;
+    let seat_ids: Vec<Uuid> = (0..new.quantity).map(|_| Uuid::now_v7()).collect();
+    let positions: Vec<i32> = (0..new.quantity as i32).collect();
+    let emails: Vec<Option<&str>> =
+        positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.email.as_deref())).collect();
+    let lms_users: Vec<Option<&str>> =
+        positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.lms_user_id.as_deref())).collect();
+    let (customer_id, created_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
+        "WITH customer AS (
+            INSERT INTO customers (id, tenant_id, email, name, lms_user_id) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (tenant_id, email) DO UPDATE SET
+               name = COALESCE(excluded.name, customers.name),
+               lms_user_id = COALESCE(excluded.lms_user_id, customers.lms_user_id)
+            RETURNING id
+         ),
+         purchase AS (
+            INSERT INTO purchases (id, tenant_id, offering_id, quantity, customer_id, currency, total_minor,
+                                   provider, payment_method, enrollment_mode, run_id)
+            SELECT $6, $2, $7, $8, customer.id, $9, $10, $11, $12, $13, $14 FROM customer
+            RETURNING customer_id, created_at
+         ),
+         seat AS (
+            INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email, assignee_lms_user_id)
+            SELECT s.id, $2, $6, s.position, s.email, s.lms_user_id
+            FROM unnest($15::uuid[], $16::int4[], $17::text[], $18::text[]) AS s(id, position, email, lms_user_id)
+         ),
+         announced AS (
+            INSERT INTO outbox (tenant_id, dedup_key, channel, payload)
+            VALUES ($2, $20, 'webhook', $19)
+            ON CONFLICT (dedup_key) DO NOTHING
+         )
+         SELECT customer_id, created_at FROM purchase",
     )
-    .bind(p.id)
+    .bind(Uuid::now_v7())
     .bind(p.tenant_id)
-    .bind(&p.purchase.offering_id)
-    .bind(p.purchase.quantity as i32)
-    .bind(p.customer_id)
+    .bind(&new.email)
+    .bind(&new.name)
+    .bind(&new.lms_user_id)
+    .bind(p.id)
+    .bind(&new.offering_id)
+    .bind(new.quantity as i32)
     .bind(p.currency)
     .bind(p.total_minor)
-    .bind(&p.purchase.provider)
-    .bind(&p.purchase.payment_method)
-    .bind(p.purchase.enrollment_mode)
+    .bind(&new.provider)
+    .bind(&new.payment_method)
+    .bind(new.enrollment_mode)
     .bind(p.run_id)
-    .execute(&mut *conn)
+    .bind(&seat_ids)
+    .bind(&positions)
+    .bind(&emails)
+    .bind(&lms_users)
+    .bind(p.created_event)
+    .bind(format!("purchase:{}:created", p.id))
+    .fetch_one(&mut *conn)
     .await?;
-    for position in 0..p.purchase.quantity as usize {
-        let assignee = p.purchase.assignees.get(position);
-        sqlx::query(
-            "INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email, assignee_lms_user_id)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(p.tenant_id)
-        .bind(p.id)
-        .bind(position as i32)
-        .bind(assignee.and_then(|a| a.email.clone()))
-        .bind(assignee.and_then(|a| a.lms_user_id.clone()))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    Ok(Inserted { customer_id, created_at, seat_ids })
 }
 
 #[derive(Debug, Clone, FromRow)]

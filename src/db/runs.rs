@@ -95,11 +95,15 @@ fn millis(d: Duration) -> f64 {
 /// Returns the run's id and whether it is new. Safe under concurrent callers:
 /// the loser's insert waits for the winner's commit and then finds its row.
 pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, bool), sqlx::Error> {
+    // Workers are told in the same statement (delivered at commit).
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO runs (id, tenant_id, workflow, version, idempotency_key, status, step, wake_at, context)
-         VALUES ($1, $2, $3, $4, $5, 'ready', $6, clock_timestamp(), $7)
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-         RETURNING id",
+        "WITH inserted AS (
+            INSERT INTO runs (id, tenant_id, workflow, version, idempotency_key, status, step, wake_at, context)
+            VALUES ($1, $2, $3, $4, $5, 'ready', $6, clock_timestamp(), $7)
+            ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+            RETURNING id
+         )
+         SELECT id FROM inserted CROSS JOIN LATERAL (SELECT pg_notify($8, '')) AS told",
     )
     .bind(new.id)
     .bind(new.tenant_id)
@@ -108,10 +112,10 @@ pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, 
     .bind(new.idempotency_key)
     .bind(new.step)
     .bind(new.context)
+    .bind(RUNS_CHANNEL)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
-        notify(&mut *conn).await?;
         return Ok((id, true));
     }
     let existing: Uuid = sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")

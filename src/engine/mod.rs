@@ -181,6 +181,11 @@ impl Engine {
         Ok(n)
     }
 
+    /// The step a new run of `workflow` starts at.
+    pub fn start_step(&self, workflow: &str) -> Result<&str> {
+        Ok(&self.latest_definition(workflow)?.start)
+    }
+
     fn latest_definition(&self, workflow: &str) -> Result<&Arc<Definition>> {
         self.inner.workflows.latest(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))
     }

@@ -298,3 +298,33 @@ async fn an_unlimited_reservation_is_refused_once_the_offering_has_a_capacity() 
     stage(app.db.pool.clone()).await.expect("reserving again is a no-op, not a refusal");
     assert!(reserved().await);
 }
+
+/// The answer to a create is built from what was written, not read back:
+/// it must say what a read says.
+#[tokio::test]
+async fn a_bulk_purchase_answers_what_was_stored_and_enrolls_the_assigned_seats() {
+    let app = app_with_offering(json!(null)).await;
+    let mut body = purchase("pm_sandbox_ok");
+    body["quantity"] = json!(3);
+    body["enrollment"] = json!({"assign_to": [{"email": "bo@example.org"}, {"lms_user_id": "2001"}]});
+    let created = app.post_purchase(Some("bulk"), &body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["total"], json!({"amount": "147.00", "currency": "USD"}));
+    assert_eq!(created.body["payment"]["status"], "pending");
+    assert_eq!(created.body["run"]["step"], "reserve");
+
+    let done = app.wait_for_status(&id, "completed").await;
+    for field in ["id", "offering_id", "quantity", "total", "customer_id", "created_at"] {
+        assert_eq!(created.body[field], done[field], "{field}");
+    }
+    assert_eq!(created.body["run"]["id"], done["run"]["id"]);
+    let seats = |p: &Value| -> Vec<(Value, Value)> {
+        p["seats"].as_array().unwrap().iter().map(|s| (s["id"].clone(), s["assignee"].clone())).collect()
+    };
+    assert_eq!(seats(&created.body), seats(&done));
+    assert_eq!(done["seats"][0]["assignee"], json!({"email": "bo@example.org", "lms_user_id": null}));
+    let statuses: Vec<&str> = done["seats"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["active", "active", "unassigned"], "seats past the list wait for an assignment");
+    assert!(created.body["seats"].as_array().unwrap().iter().all(|s| s["status"] == "unassigned"));
+}
