@@ -4,11 +4,10 @@
 //! machine run thousands of durable steps a second.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -58,25 +57,10 @@ impl Completer {
         max_batch: usize,
         lanes: usize,
     ) -> (Completer, Vec<JoinHandle<()>>) {
-        let (sender, receiver) = mpsc::channel::<Job>(max_batch * lanes.max(1) * 2);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let handles = (0..lanes.max(1))
-            .map(|_| {
-                let (engine, worker, receiver) = (engine.clone(), worker.clone(), receiver.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let mut jobs = Vec::with_capacity(max_batch);
-                        {
-                            let mut rx = receiver.lock().await;
-                            if rx.recv_many(&mut jobs, max_batch).await == 0 {
-                                return; // every sender is gone: the worker has stopped
-                            }
-                        }
-                        commit(&engine, &worker, lease, jobs).await;
-                    }
-                })
-            })
-            .collect();
+        let (sender, handles) = super::lanes::spawn(max_batch, lanes, move |jobs: Vec<Job>| {
+            let (engine, worker) = (engine.clone(), worker.clone());
+            async move { commit(&engine, &worker, lease, jobs).await }
+        });
         (Completer { sender }, handles)
     }
 

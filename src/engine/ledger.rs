@@ -3,9 +3,7 @@
 //! but the begins of many concurrent steps can share one statement and one
 //! commit, as their completions do (see completer.rs).
 
-use std::sync::Arc;
-
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -23,27 +21,12 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Starts `lanes` writers sharing one queue, like the completer's.
+    /// Starts `lanes` writers sharing one queue (see lanes.rs).
     pub fn spawn(pool: sqlx::PgPool, max_batch: usize, lanes: usize) -> (Ledger, Vec<JoinHandle<()>>) {
-        let (sender, receiver) = mpsc::channel::<Request>(max_batch * lanes.max(1) * 2);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let handles = (0..lanes.max(1))
-            .map(|_| {
-                let (pool, receiver) = (pool.clone(), receiver.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let mut requests = Vec::with_capacity(max_batch);
-                        {
-                            let mut rx = receiver.lock().await;
-                            if rx.recv_many(&mut requests, max_batch).await == 0 {
-                                return; // every sender is gone: the worker has stopped
-                            }
-                        }
-                        write(&pool, requests).await;
-                    }
-                })
-            })
-            .collect();
+        let (sender, handles) = super::lanes::spawn(max_batch, lanes, move |requests: Vec<Request>| {
+            let pool = pool.clone();
+            async move { write(&pool, requests).await }
+        });
         (Ledger { sender }, handles)
     }
 

@@ -10,6 +10,7 @@ pub mod transition;
 pub mod worker;
 
 mod completer;
+mod lanes;
 mod ledger;
 
 use std::collections::HashMap;
