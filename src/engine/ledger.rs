@@ -40,21 +40,8 @@ impl Ledger {
     }
 }
 
-async fn write(pool: &sqlx::PgPool, mut requests: Vec<Request>) {
-    // One statement may not touch a row twice: a key asked for twice (a
-    // zombie attempt beside its successor) waits for the next round.
-    // Sorted, so concurrent batches lock their rows in one order.
-    requests.sort_by(|a, b| a.begin.key.cmp(&b.begin.key));
-    while !requests.is_empty() {
-        let mut round = Vec::with_capacity(requests.len());
-        let mut later = Vec::new();
-        for r in requests {
-            if round.last().is_some_and(|last: &Request| last.begin.key == r.begin.key) {
-                later.push(r);
-            } else {
-                round.push(r);
-            }
-        }
+async fn write(pool: &sqlx::PgPool, requests: Vec<Request>) {
+    for round in rounds(requests, |r| &r.begin.key) {
         let begins: Vec<&Begin> = round.iter().map(|r| &r.begin).collect();
         match db::effects::begin_many(pool, &begins).await {
             Ok(mut entries) => {
@@ -70,6 +57,47 @@ async fn write(pool: &sqlx::PgPool, mut requests: Vec<Request>) {
                 }
             }
         }
-        requests = later;
+    }
+}
+
+/// Splits a batch into statements. One statement may not touch a row twice,
+/// so a key asked for twice (a zombie attempt beside its successor) waits
+/// for a later round. Each round is sorted by key, so concurrent batches
+/// lock their rows in one order.
+fn rounds<T>(mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    items.sort_by(|a, b| key(a).cmp(key(b)));
+    let mut rounds = Vec::new();
+    while !items.is_empty() {
+        let mut round: Vec<T> = Vec::with_capacity(items.len());
+        let mut later = Vec::new();
+        for item in items {
+            if round.last().is_some_and(|last| key(last) == key(&item)) {
+                later.push(item);
+            } else {
+                round.push(item);
+            }
+        }
+        rounds.push(round);
+        items = later;
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_asked_twice_goes_in_a_later_round_and_each_round_is_sorted() {
+        let keys = vec!["run2:capture", "run1:authorize", "run2:capture", "run3:enroll", "run2:capture"];
+        let rounds = super::rounds(keys, |k| k);
+        assert_eq!(
+            rounds,
+            vec![vec!["run1:authorize", "run2:capture", "run3:enroll"], vec!["run2:capture"], vec!["run2:capture"]]
+        );
+    }
+
+    #[test]
+    fn distinct_keys_are_one_round() {
+        assert_eq!(super::rounds(vec!["b", "a"], |k| k), vec![vec!["a", "b"]]);
+        assert!(super::rounds(Vec::<&str>::new(), |k| k).is_empty());
     }
 }
