@@ -164,3 +164,22 @@ async fn pruning_removes_old_history_of_finished_runs_only() {
     assert_eq!(db::runs::history(&db.pool, recent).await.unwrap().len(), 2);
     assert_eq!(run(&db.pool, old).await.status, "succeeded", "the run itself is kept");
 }
+
+/// A started run is announced (NOTIFY, in the statement that inserts it):
+/// an idle worker that would otherwise poll once a minute takes it at once.
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_a_new_run_not_by_its_poll() {
+    let db = TestDb::new().await;
+    let mut h = HandlerRegistry::new();
+    h.register("count", Counting::default());
+    let engine = engine(&db.pool, &[TWO_STEPS], h);
+    let mut config = fast_worker();
+    config.poll_interval = Duration::from_secs(60);
+    let worker = spawn_worker(&engine, config);
+    tokio::time::sleep(Duration::from_secs(1)).await; // listening, and asleep until the next poll
+
+    let started = engine.start_now(SYSTEM_TENANT, "two", "wake", &json!({})).await.unwrap();
+    let run = wait_for_run(&db.pool, started.run_id, Duration::from_secs(10), |r| r.status == "succeeded").await;
+    assert_eq!(run.status, "succeeded");
+    worker.stop().await;
+}
