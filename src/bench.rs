@@ -210,7 +210,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     let url = fresh_database(&b.db.database_url, "bursar_bench_purchases").await?;
-    let pool = db::connect(&url, b.db.db_pool.max(32)).await?;
+    let pool = db::connect(&url, b.db.db_pool).await?;
     db::migrate(&pool).await?;
     let providers = steps::providers(&pool);
     let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&providers))?;
