@@ -5,6 +5,7 @@ mod app;
 mod crash;
 mod definitions;
 mod effects;
+mod floor;
 mod leases;
 mod lms;
 mod metrics;

@@ -15,12 +15,17 @@ use crate::config::DbSettings;
 use crate::engine::{Engine, WorkerConfig};
 use crate::{db, steps, workflows};
 
+pub mod floor;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Durable no-op steps per second, and enqueue-to-start latency.
     Engine(EngineBench),
     /// Completed purchases per second through the HTTP API, and create-to-completed latency.
     Purchases(PurchaseBench),
+    /// The least PostgreSQL work a purchase can be, run by pgbench: what the
+    /// server alone could do, to judge the purchases figure against.
+    Floor(floor::FloorBench),
 }
 
 #[derive(Args)]
@@ -69,6 +74,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Engine(b) => engine(b).await,
         BenchCommand::Purchases(b) => purchases(b).await,
+        BenchCommand::Floor(b) => floor::run(b).await,
     }
 }
 
@@ -190,16 +196,25 @@ async fn pgbench_tps(url: &str, seconds: u32) -> anyhow::Result<Option<f64>> {
     let bench_url = fresh_database(url, "bursar_pgbench").await?;
     let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", &bench_url]).output()?;
     anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-    let run =
-        Command::new("pgbench").args(["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), &bench_url]).output()?;
-    anyhow::ensure!(run.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
+    let tps = pgbench(&["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), &bench_url])?;
+    Ok(Some(tps.round()))
+}
+
+/// Runs pgbench and returns the transactions (script runs) per second it reports.
+pub(crate) fn pgbench(args: &[&str]) -> anyhow::Result<f64> {
+    let run = Command::new("pgbench").args(args).output().context("running pgbench")?;
     let out = String::from_utf8_lossy(&run.stdout);
-    let tps = out
-        .lines()
+    anyhow::ensure!(
+        run.status.success() && !out.contains("aborted"),
+        "pgbench failed: {}{}",
+        out,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out.lines()
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok());
-    Ok(tps.map(|t| t.round()))
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench's output: {out}"))
 }
 
 /// What `bursar serve` runs (API, workers, notification delivery), plus a
