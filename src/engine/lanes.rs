@@ -38,3 +38,45 @@ where
         .collect();
     (sender, handles)
 }
+
+/// Splits a batch into statements. One statement may not touch a row twice,
+/// so a key asked for twice (a zombie attempt beside its successor) waits
+/// for a later round. Each round is sorted by key, so concurrent batches
+/// lock their rows in one order.
+pub(crate) fn rounds<T>(mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    items.sort_by(|a, b| key(a).cmp(key(b)));
+    let mut rounds = Vec::new();
+    while !items.is_empty() {
+        let mut round: Vec<T> = Vec::with_capacity(items.len());
+        let mut later = Vec::new();
+        for item in items {
+            if round.last().is_some_and(|last| key(last) == key(&item)) {
+                later.push(item);
+            } else {
+                round.push(item);
+            }
+        }
+        rounds.push(round);
+        items = later;
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_asked_twice_goes_in_a_later_round_and_each_round_is_sorted() {
+        let keys = vec!["run2:capture", "run1:authorize", "run2:capture", "run3:enroll", "run2:capture"];
+        let rounds = super::rounds(keys, |k| k);
+        assert_eq!(
+            rounds,
+            vec![vec!["run1:authorize", "run2:capture", "run3:enroll"], vec!["run2:capture"], vec!["run2:capture"]]
+        );
+    }
+
+    #[test]
+    fn distinct_keys_are_one_round() {
+        assert_eq!(super::rounds(vec!["b", "a"], |k| k), vec![vec!["a", "b"]]);
+        assert!(super::rounds(Vec::<&str>::new(), |k| k).is_empty());
+    }
+}

@@ -10,7 +10,7 @@ pub mod transition;
 pub mod worker;
 
 mod completer;
-mod lanes;
+pub(crate) mod lanes;
 mod ledger;
 
 use std::collections::HashMap;

@@ -11,42 +11,73 @@
 //! - `pm_sandbox_unknown`: the first call of each operation is applied but its
 //!   answer is lost; only `lookup` finds out.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Refunded};
 use crate::db::sandbox as books;
 use crate::domain::money::Money;
+use crate::engine::lanes;
 
 pub const METHODS: [&str; 5] =
     ["pm_sandbox_ok", "pm_sandbox_declined", "pm_sandbox_requires_action", "pm_sandbox_flaky", "pm_sandbox_unknown"];
 
 pub struct Sandbox {
     pool: PgPool,
+    /// The writer of the books, started by the first request (construction
+    /// may happen outside a runtime).
+    books: OnceLock<mpsc::Sender<Call>>,
 }
+
+/// A request waiting for the books' writer, and where its answer goes.
+struct Call {
+    request: books::Request,
+    reply: oneshot::Sender<Result<(i32, Option<Value>), String>>,
+}
+
+/// Requests that arrive together are written together, in one statement and
+/// one commit (`books::requests`), as a busy provider's own database would.
+const MAX_BATCH: usize = 256;
 
 impl Sandbox {
     pub fn new(pool: PgPool) -> Sandbox {
-        Sandbox { pool }
+        Sandbox { pool, books: OnceLock::new() }
     }
 
-    /// Applies a request once per idempotency key (see `books::request`)
+    fn books(&self) -> &mpsc::Sender<Call> {
+        self.books.get_or_init(|| {
+            let pool = self.pool.clone();
+            // One writer: the sandbox's statements never wait on each other.
+            let (sender, _writer) = lanes::spawn(MAX_BATCH, 1, move |calls: Vec<Call>| {
+                let pool = pool.clone();
+                async move { write(&pool, calls).await }
+            });
+            sender
+        })
+    }
+
+    /// Applies a request once per idempotency key (see `books::requests`)
     /// and answers with its stored result, misbehaving as the charge's
     /// payment method says.
     async fn request(
         &self,
         key: &str,
-        operation: &str,
+        operation: &'static str,
         method: &str,
         result: Value,
-        apply: books::Apply,
         args: Value,
     ) -> Result<Value, ProviderError> {
         let outage = if method == "pm_sandbox_flaky" { 2 } else { 0 };
-        let (calls, stored) = books::request(&self.pool, key, operation, outage, &result, apply, &args)
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let request = books::Request { key: key.to_owned(), operation, outage, result, args };
+        let (reply, answer) = oneshot::channel();
+        let stopped = || ProviderError::Unavailable("the sandbox's books have stopped".into());
+        self.books().send(Call { request, reply }).await.map_err(|_| stopped())?;
+        let (calls, stored) = answer.await.map_err(|_| stopped())?.map_err(ProviderError::Unavailable)?;
         let Some(result) = stored else {
             return Err(ProviderError::Unavailable(format!("sandbox outage (call {calls} of {operation})")));
         };
@@ -54,6 +85,45 @@ impl Sandbox {
             return Err(ProviderError::Unavailable(format!("sandbox timeout: {operation} applied, answer lost")));
         }
         Ok(result)
+    }
+}
+
+/// Writes a batch of calls: a charge, and a key, once per statement. If a
+/// statement fails, its calls are tried one by one, so one bad request does
+/// not fail the others.
+async fn write(pool: &PgPool, calls: Vec<Call>) {
+    let charge = |c: &Call| c.request.args.get("reference").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let by_charge = lanes::rounds(calls.into_iter().map(|c| (charge(&c), c)).collect(), |(charge, _)| charge);
+    for calls in by_charge {
+        for round in lanes::rounds(calls, |(_, c)| &c.request.key) {
+            let round: Vec<Call> = round.into_iter().map(|(_, c)| c).collect();
+            match books::requests(pool, &round.iter().map(|c| &c.request).collect::<Vec<_>>()).await {
+                Ok(answers) => reply(round, answers),
+                Err(_) if round.len() > 1 => {
+                    for call in round {
+                        let answers = books::requests(pool, &[&call.request]).await;
+                        match answers {
+                            Ok(answers) => reply(vec![call], answers),
+                            Err(e) => {
+                                let _ = call.reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for call in round {
+                        let _ = call.reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn reply(calls: Vec<Call>, mut answers: HashMap<String, (i32, Option<Value>)>) {
+    for call in calls {
+        let answer = answers.remove(&call.request.key).ok_or_else(|| format!("no answer for {}", call.request.key));
+        let _ = call.reply.send(answer);
     }
 }
 
@@ -102,9 +172,7 @@ impl PaymentProvider for Sandbox {
             "status": status,
         });
         let answer = serde_json::to_value(answer).expect("serializable");
-        let result = self
-            .request(req.idempotency_key, "authorize", req.payment_method, answer, books::OPEN_CHARGE, charge)
-            .await?;
+        let result = self.request(req.idempotency_key, "authorize", req.payment_method, answer, charge).await?;
         decode(result)
     }
 
@@ -119,9 +187,7 @@ impl PaymentProvider for Sandbox {
         }
         let minor = amount.minor_units();
         let args = json!({"reference": reference, "minor": minor});
-        let result = self
-            .request(key, "capture", &charge.payment_method, json!({"amount_minor": minor}), books::CAPTURE, args)
-            .await?;
+        let result = self.request(key, "capture", &charge.payment_method, json!({"amount_minor": minor}), args).await?;
         decode(result)
     }
 
@@ -132,7 +198,7 @@ impl PaymentProvider for Sandbox {
             .map(|c| c.payment_method)
             .unwrap_or_default();
         let args = json!({"reference": reference});
-        self.request(key, "void", &method, json!({"voided": reference}), books::VOID, args).await?;
+        self.request(key, "void", &method, json!({"voided": reference}), args).await?;
         Ok(())
     }
 
@@ -149,9 +215,7 @@ impl PaymentProvider for Sandbox {
             return Err(ProviderError::Rejected("the refund exceeds what was captured".into()));
         }
         let args = json!({"reference": reference, "minor": minor});
-        let result = self
-            .request(key, "refund", &charge.payment_method, json!({"amount_minor": minor}), books::REFUND, args)
-            .await?;
+        let result = self.request(key, "refund", &charge.payment_method, json!({"amount_minor": minor}), args).await?;
         decode(result)
     }
 

@@ -18,6 +18,7 @@ mod provider;
 mod purchases;
 mod retries;
 mod runs;
+mod sandbox;
 mod secrets;
 mod signals;
 mod support;
