@@ -3,6 +3,7 @@
 //! carries it out, in one transaction with its idempotency key.
 
 use axum::Json;
+use chrono::{DateTime, SubsecRound, Utc};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -55,23 +56,19 @@ pub async fn create(
         ));
     }
 
-    let mut tx = state.pool.begin().await?;
     let tenant = caller.tenant_id;
-    if let Some((first_hash, status, response)) =
-        db::purchases::claim_idempotency_key(&mut tx, tenant, ENDPOINT, &key, &hash).await?
-    {
-        if first_hash != hash {
-            return Err(ApiError::idempotency_mismatch());
-        }
-        let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
-        return Ok((status, Json(response)));
-    }
-    let offering = db::offerings::get(&mut *tx, tenant, &new.offering_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("offering").with_field("offering_id"))?;
+    // Until the create below, nothing is written: a refusal here leaves the
+    // key free, unless an earlier request took it (then that one answers).
+    let answered = |error: ApiError| replay(&state, tenant, &key, &hash, error);
+    let Some(offering) = db::offerings::get(&state.pool, tenant, &new.offering_id).await? else {
+        return answered(ApiError::not_found("offering").with_field("offering_id")).await;
+    };
     let currency: Currency = offering.currency.parse().map_err(ApiError::internal)?;
     let price = Money::new(offering.price_amount, currency).map_err(ApiError::internal)?;
-    let total = price.times(new.quantity).map_err(|e| ApiError::invalid(Some("quantity"), e))?;
+    let total = match price.times(new.quantity) {
+        Ok(total) => total,
+        Err(e) => return answered(ApiError::invalid(Some("quantity"), e)).await,
+    };
 
     let purchase_id = Uuid::now_v7();
     let facts = Facts {
@@ -85,28 +82,53 @@ pub async fn create(
         payment_method: new.payment_method.clone(),
         customer_email: new.email.clone(),
     };
-    let run = state
-        .engine
-        .start(&mut tx, tenant, "purchase", &format!("purchase:{purchase_id}"), &start_context(&facts))
-        .await
-        .map_err(ApiError::internal)?;
+    let context = start_context(&facts);
+    let run_key = format!("purchase:{purchase_id}");
+    let run = state.engine.new_run(tenant, "purchase", &run_key, &context).map_err(ApiError::internal)?;
+    let seat_ids: Vec<Uuid> = (0..new.quantity).map(|_| Uuid::now_v7()).collect();
+    // The database keeps microseconds: the answer shows what a read will.
+    let created_at = Utc::now().trunc_subsecs(6);
     let created = json!({"type": "purchase.created", "data": {"purchase_id": ids::purchase(purchase_id), "offering_id": new.offering_id, "status": "processing"}});
     let insert = db::purchases::Insert {
         id: purchase_id,
         tenant_id: tenant,
         currency: currency.code(),
         total_minor: total.minor_units(),
-        run_id: run.run_id,
         purchase: &new,
+        seat_ids: &seat_ids,
+        created_at,
         created_event: &created,
     };
-    let inserted = db::purchases::insert(&mut tx, &insert).await?;
-    let start_step = state.engine.start_step("purchase").map_err(ApiError::internal)?;
-    let (row, seats) = as_written(&facts, &new, run.run_id, start_step, inserted);
-    let response = to_json(&row, &seats)?;
-    db::purchases::store_idempotent_response(&mut tx, tenant, ENDPOINT, &key, 201, &response).await?;
-    tx.commit().await?;
+    // The customer's id is the statement's to decide (an existing customer
+    // keeps theirs); it fills it in, in the stored answer and in ours.
+    let (row, seats) = as_written(&facts, &new, Uuid::nil(), run.id, run.step, created_at, &seat_ids);
+    let mut response = to_json(&row, &seats)?;
+    let answer = db::purchases::Answer { endpoint: ENDPOINT, key: &key, request_hash: &hash, response: &response };
+    let Some(customer_id) = db::purchases::create(&state.pool, &run, &insert, &answer).await? else {
+        return replay(&state, tenant, &key, &hash, ApiError::internal("an Idempotency-Key was taken, then gone")).await;
+    };
+    response["customer_id"] = json!(ids::customer(customer_id));
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The answer stored for this Idempotency-Key, if an earlier request took
+/// it: its response when the body is the same, `idempotency_mismatch` when
+/// not. `otherwise` when the key is free.
+async fn replay(
+    state: &AppState,
+    tenant: Uuid,
+    key: &str,
+    hash: &[u8],
+    otherwise: ApiError,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match db::purchases::stored_answer(&state.pool, tenant, ENDPOINT, key).await? {
+        Some((first_hash, _, _)) if first_hash != hash => Err(ApiError::idempotency_mismatch()),
+        Some((_, status, response)) => {
+            let status = StatusCode::from_u16(status as u16).map_err(ApiError::internal)?;
+            Ok((status, Json(response)))
+        }
+        None => Err(otherwise),
+    }
 }
 
 /// A new purchase as a read would find it, built from what was written
@@ -114,16 +136,18 @@ pub async fn create(
 fn as_written(
     facts: &Facts,
     new: &NewPurchase,
+    customer_id: Uuid,
     run_id: Uuid,
     start_step: &str,
-    inserted: db::purchases::Inserted,
+    created_at: DateTime<Utc>,
+    seat_ids: &[Uuid],
 ) -> (PurchaseRow, Vec<SeatRow>) {
     let row = PurchaseRow {
         id: facts.id,
         tenant_id: facts.tenant_id,
         offering_id: facts.offering_id.clone(),
         quantity: facts.quantity,
-        customer_id: inserted.customer_id,
+        customer_id,
         currency: facts.currency.clone(),
         total_minor: facts.total_minor,
         provider: facts.provider.clone(),
@@ -137,15 +161,15 @@ fn as_written(
         seats_reserved: false,
         enrollment_mode: new.enrollment_mode.into(),
         run_id,
-        created_at: inserted.created_at,
+        created_at,
         status: "processing".into(),
         customer_email: facts.customer_email.clone(),
         run_status: "ready".into(),
         run_step: start_step.into(),
         failure_code: None,
     };
-    let seats = (inserted.seat_ids.into_iter().enumerate())
-        .map(|(i, id)| {
+    let seats = (seat_ids.iter().enumerate())
+        .map(|(i, &id)| {
             let assignee = new.assignees.get(i);
             SeatRow {
                 id,

@@ -5,6 +5,8 @@ use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::db::RUNS_CHANNEL;
+use crate::db::runs::NewRun;
 use crate::domain::purchase::NewPurchase;
 
 pub struct Insert<'a> {
@@ -12,62 +14,97 @@ pub struct Insert<'a> {
     pub tenant_id: Uuid,
     pub currency: &'a str,
     pub total_minor: i64,
-    pub run_id: Uuid,
     pub purchase: &'a NewPurchase,
+    /// One per unit, in position order.
+    pub seat_ids: &'a [Uuid],
+    pub created_at: DateTime<Utc>,
     /// The `purchase.created` webhook, queued in the outbox with the purchase.
     pub created_event: &'a Value,
 }
 
-/// What the database decided about a new purchase.
-pub struct Inserted {
-    pub customer_id: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub seat_ids: Vec<Uuid>,
+/// The request an Idempotency-Key names, and the answer to store for it.
+pub struct Answer<'a> {
+    pub endpoint: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+    /// The 201 response, all but its `customer_id`, which only this statement
+    /// knows when the customer already exists: it is set here as `cus_<hex>`,
+    /// the API's format (`api::ids`), and by the caller from what is returned.
+    pub response: &'a Value,
 }
 
-/// Writes a purchase in one statement: finds or creates its customer for
-/// (tenant, email), linking the LMS user id when one becomes known; inserts
-/// the purchase, a seat per unit (assigned in order, the rest unassigned),
-/// and queues the `purchase.created` webhook.
-pub async fn insert(conn: &mut PgConnection, p: &Insert<'_>) -> Result<Inserted, sqlx::Error> {
+/// Creates a purchase in one statement and one commit, unless its
+/// Idempotency-Key is taken: the run that carries it out (with the NOTIFY
+/// that wakes a worker), its customer, found or created for (tenant, email)
+/// and linked to the LMS user id when one becomes known, the purchase, a seat
+/// per unit (assigned in order, the rest unassigned), the `purchase.created`
+/// webhook, and the key with its response. Returns the customer's id, or
+/// `None` when the key was taken, by an earlier request or by a concurrent
+/// one that committed first (its unique violation undoes all of this one).
+pub async fn create(
+    pool: &PgPool,
+    run: &NewRun<'_>,
+    p: &Insert<'_>,
+    answer: &Answer<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
     let new = p.purchase;
-    let seat_ids: Vec<Uuid> = (0..new.quantity).map(|_| Uuid::now_v7()).collect();
     let positions: Vec<i32> = (0..new.quantity as i32).collect();
     let emails: Vec<Option<&str>> =
         positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.email.as_deref())).collect();
     let lms_users: Vec<Option<&str>> =
         positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.lms_user_id.as_deref())).collect();
-    let (customer_id, created_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
-        "WITH customer AS (
-            INSERT INTO customers (id, tenant_id, email, name, lms_user_id) VALUES ($1, $2, $3, $4, $5)
+    let created = sqlx::query_scalar(
+        "WITH fresh AS (
+            SELECT WHERE NOT EXISTS (SELECT FROM idempotency_keys WHERE tenant_id = $1 AND endpoint = $2 AND key = $3)
+         ),
+         customer AS (
+            INSERT INTO customers (id, tenant_id, email, name, lms_user_id) SELECT $5, $1, $6, $7, $8 FROM fresh
             ON CONFLICT (tenant_id, email) DO UPDATE SET
                name = COALESCE(excluded.name, customers.name),
                lms_user_id = COALESCE(excluded.lms_user_id, customers.lms_user_id)
             RETURNING id
          ),
+         run AS (
+            INSERT INTO runs (id, tenant_id, workflow, version, idempotency_key, status, step, wake_at, context)
+            SELECT $9, $1, $10, $11, $12, 'ready', $13, clock_timestamp(), $14 FROM fresh
+            RETURNING id
+         ),
          purchase AS (
             INSERT INTO purchases (id, tenant_id, offering_id, quantity, customer_id, currency, total_minor,
-                                   provider, payment_method, enrollment_mode, run_id)
-            SELECT $6, $2, $7, $8, customer.id, $9, $10, $11, $12, $13, $14 FROM customer
-            RETURNING customer_id, created_at
+                                   provider, payment_method, enrollment_mode, run_id, created_at, updated_at)
+            SELECT $15, $1, $16, $17, customer.id, $18, $19, $20, $21, $22, run.id, $23, $23 FROM customer, run
+            RETURNING customer_id
          ),
          seat AS (
             INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email, assignee_lms_user_id)
-            SELECT s.id, $2, $6, s.position, s.email, s.lms_user_id
-            FROM unnest($15::uuid[], $16::int4[], $17::text[], $18::text[]) AS s(id, position, email, lms_user_id)
+            SELECT s.id, $1, $15, s.position, s.email, s.lms_user_id
+            FROM purchase, unnest($24::uuid[], $25::int4[], $26::text[], $27::text[]) AS s(id, position, email, lms_user_id)
          ),
          announced AS (
-            INSERT INTO outbox (tenant_id, dedup_key, channel, payload)
-            VALUES ($2, $20, 'webhook', $19)
+            INSERT INTO outbox (tenant_id, dedup_key, channel, payload) SELECT $1, $28, 'webhook', $29 FROM purchase
             ON CONFLICT (dedup_key) DO NOTHING
+         ),
+         answered AS (
+            INSERT INTO idempotency_keys (tenant_id, endpoint, key, request_hash, status_code, response)
+            SELECT $1, $2, $3, $4, 201, jsonb_set($30, '{customer_id}', to_jsonb('cus_' || replace(customer_id::text, '-', '')))
+            FROM purchase
          )
-         SELECT customer_id, created_at FROM purchase",
+         SELECT customer_id FROM purchase CROSS JOIN LATERAL (SELECT pg_notify($31, '')) AS told",
     )
-    .bind(Uuid::now_v7())
     .bind(p.tenant_id)
+    .bind(answer.endpoint)
+    .bind(answer.key)
+    .bind(answer.request_hash)
+    .bind(Uuid::now_v7())
     .bind(&new.email)
     .bind(&new.name)
     .bind(&new.lms_user_id)
+    .bind(run.id)
+    .bind(run.workflow)
+    .bind(run.version)
+    .bind(run.idempotency_key)
+    .bind(run.step)
+    .bind(run.context)
     .bind(p.id)
     .bind(&new.offering_id)
     .bind(new.quantity as i32)
@@ -76,16 +113,21 @@ pub async fn insert(conn: &mut PgConnection, p: &Insert<'_>) -> Result<Inserted,
     .bind(&new.provider)
     .bind(&new.payment_method)
     .bind(new.enrollment_mode)
-    .bind(p.run_id)
-    .bind(&seat_ids)
+    .bind(p.created_at)
+    .bind(p.seat_ids)
     .bind(&positions)
     .bind(&emails)
     .bind(&lms_users)
-    .bind(p.created_event)
     .bind(format!("purchase:{}:created", p.id))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Inserted { customer_id, created_at, seat_ids })
+    .bind(p.created_event)
+    .bind(answer.response)
+    .bind(RUNS_CHANNEL)
+    .fetch_optional(pool)
+    .await;
+    match created {
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("idempotency_keys_pkey") => Ok(None),
+        other => other,
+    }
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -326,30 +368,14 @@ pub async fn by_reference(
         .await
 }
 
-/// Claims an idempotency key for a request, or returns what the first
-/// request with it stored. Waits for a concurrent first request to commit.
-pub async fn claim_idempotency_key(
-    conn: &mut PgConnection,
+/// What the first request with this Idempotency-Key stored: its body's
+/// hash, status and response.
+pub async fn stored_answer(
+    pool: &PgPool,
     tenant_id: Uuid,
     endpoint: &str,
     key: &str,
-    request_hash: &[u8],
 ) -> Result<Option<(Vec<u8>, i32, Value)>, sqlx::Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, endpoint, key, request_hash, status_code, response)
-         VALUES ($1, $2, $3, $4, 0, 'null') ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant_id)
-    .bind(endpoint)
-    .bind(key)
-    .bind(request_hash)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        return Ok(None);
-    }
     sqlx::query_as(
         "SELECT request_hash, status_code, response FROM idempotency_keys
          WHERE tenant_id = $1 AND endpoint = $2 AND key = $3",
@@ -357,30 +383,8 @@ pub async fn claim_idempotency_key(
     .bind(tenant_id)
     .bind(endpoint)
     .bind(key)
-    .fetch_one(conn)
+    .fetch_optional(pool)
     .await
-    .map(Some)
-}
-
-pub async fn store_idempotent_response(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    endpoint: &str,
-    key: &str,
-    status: u16,
-    response: &Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $4, response = $5 WHERE tenant_id = $1 AND endpoint = $2 AND key = $3",
-    )
-    .bind(tenant_id)
-    .bind(endpoint)
-    .bind(key)
-    .bind(status as i32)
-    .bind(response)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// What enrolling and telling need, read together: the tenant's LMS target,

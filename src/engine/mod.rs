@@ -147,11 +147,26 @@ impl Engine {
         idempotency_key: &str,
         context: &Value,
     ) -> Result<Started> {
+        let new = self.new_run(tenant_id, workflow, idempotency_key, context)?;
+        let (run_id, created) = db::runs::insert(conn, &new).await?;
+        Ok(Started { run_id, created })
+    }
+
+    /// The row that starts a run of the latest version of `workflow`, for a
+    /// caller that inserts it in a statement of its own making (see
+    /// `db::purchases::create`); `start` is the usual way.
+    pub fn new_run<'a>(
+        &'a self,
+        tenant_id: Uuid,
+        workflow: &'a str,
+        idempotency_key: &'a str,
+        context: &'a Value,
+    ) -> Result<db::runs::NewRun<'a>> {
         let def = self.latest_definition(workflow)?;
         if idempotency_key.is_empty() || idempotency_key.len() > 255 {
             return Err(Error::InvalidInput("an idempotency key has 1 to 255 characters".into()));
         }
-        let new = db::runs::NewRun {
+        Ok(db::runs::NewRun {
             id: Uuid::now_v7(),
             tenant_id,
             workflow,
@@ -159,9 +174,7 @@ impl Engine {
             idempotency_key,
             step: &def.start,
             context,
-        };
-        let (run_id, created) = db::runs::insert(conn, &new).await?;
-        Ok(Started { run_id, created })
+        })
     }
 
     /// `start` in a transaction of its own.
@@ -180,11 +193,6 @@ impl Engine {
             .await?;
         tx.commit().await?;
         Ok(n)
-    }
-
-    /// The step a new run of `workflow` starts at.
-    pub fn start_step(&self, workflow: &str) -> Result<&str> {
-        Ok(&self.latest_definition(workflow)?.start)
     }
 
     fn latest_definition(&self, workflow: &str) -> Result<&Arc<Definition>> {
