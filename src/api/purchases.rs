@@ -3,9 +3,9 @@
 //! carries it out, in one transaction with its idempotency key.
 
 use axum::Json;
-use chrono::{DateTime, SubsecRound, Utc};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -105,7 +105,8 @@ pub async fn create(
     let mut response = to_json(&row, &seats)?;
     let answer = db::purchases::Answer { endpoint: ENDPOINT, key: &key, request_hash: &hash, response: &response };
     let Some(customer_id) = db::purchases::create(&state.pool, &run, &insert, &answer).await? else {
-        return replay(&state, tenant, &key, &hash, ApiError::internal("an Idempotency-Key was taken, then gone")).await;
+        return replay(&state, tenant, &key, &hash, ApiError::internal("an Idempotency-Key was taken, then gone"))
+            .await;
     };
     response["customer_id"] = json!(ids::customer(customer_id));
     Ok((StatusCode::CREATED, Json(response)))

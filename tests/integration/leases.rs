@@ -211,3 +211,46 @@ async fn maintenance_has_one_leader_at_a_time() {
     let _ = stop_leader.send(true);
     wait_until(Duration::from_secs(10), "the follower to lead", || follower.load(Ordering::SeqCst)).await;
 }
+
+#[tokio::test]
+async fn the_heartbeat_passes_over_a_run_being_completed_instead_of_waiting_for_it() {
+    let db = TestDb::new().await;
+    let mut h = HandlerRegistry::new();
+    h.register("work", Counting::default());
+    let engine = engine(&db.pool, &[ONE_STEP], h);
+    let keys: Vec<String> = vec!["a".into(), "b".into()];
+    engine.start_many("one", &keys, &json!({})).await.unwrap();
+    let claimed = db::runs::claim(&db.pool, "busy", 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let lease_of = |id| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT lease_expires_at FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (locked, free) = (claimed[0].id, claimed[1].id);
+    let locked_lease = lease_of(locked).await;
+
+    // A completion holds one run's row, as the completer's transaction does.
+    let mut completing = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE").bind(locked).execute(&mut *completing).await.unwrap();
+    // Without SKIP LOCKED the heartbeat would wait here for that commit;
+    // the timeout only turns such a hang into a failure.
+    let extended = tokio::time::timeout(
+        Duration::from_secs(10),
+        db::runs::extend_leases(&db.pool, "busy", Duration::from_secs(60)),
+    )
+    .await
+    .expect("the heartbeat waited for a locked run")
+    .unwrap();
+    assert_eq!(extended, 1, "only the run nobody holds");
+    assert_eq!(lease_of(locked).await, locked_lease, "the held run is left to its completion");
+    assert!(lease_of(free).await > locked_lease + chrono::Duration::seconds(30));
+
+    completing.commit().await.unwrap();
+    assert_eq!(db::runs::extend_leases(&db.pool, "busy", Duration::from_secs(60)).await.unwrap(), 2);
+}
