@@ -88,9 +88,13 @@ impl Sandbox {
     }
 }
 
-/// Writes a batch of calls: a charge, and a key, once per statement. If a
-/// statement fails, its calls are tried one by one, so one bad request does
-/// not fail the others.
+/// Writes a batch of calls: a charge, and a key, once per statement. If the
+/// database refuses a statement (a deadlock with another process's batch, a
+/// bad request), its calls are tried one by one, so one request does not fail
+/// the others. Any other error (no connection, a lost answer, after which the
+/// statement may have committed) goes to every caller as an outage: trying
+/// again here would count the calls twice, and could queue every later call
+/// behind a slow pool.
 async fn write(pool: &PgPool, calls: Vec<Call>) {
     let charge = |c: &Call| c.request.args.get("reference").and_then(Value::as_str).unwrap_or_default().to_owned();
     let by_charge = lanes::rounds(calls.into_iter().map(|c| (charge(&c), c)).collect(), |(charge, _)| charge);
@@ -99,10 +103,10 @@ async fn write(pool: &PgPool, calls: Vec<Call>) {
             let round: Vec<Call> = round.into_iter().map(|(_, c)| c).collect();
             match books::requests(pool, &round.iter().map(|c| &c.request).collect::<Vec<_>>()).await {
                 Ok(answers) => reply(round, answers),
-                Err(_) if round.len() > 1 => {
+                Err(sqlx::Error::Database(e)) if round.len() > 1 => {
+                    tracing::warn!(error = %e, calls = round.len(), "sandbox batch refused; trying its calls one by one");
                     for call in round {
-                        let answers = books::requests(pool, &[&call.request]).await;
-                        match answers {
+                        match books::requests(pool, &[&call.request]).await {
                             Ok(answers) => reply(vec![call], answers),
                             Err(e) => {
                                 let _ = call.reply.send(Err(e.to_string()));
@@ -111,6 +115,7 @@ async fn write(pool: &PgPool, calls: Vec<Call>) {
                     }
                 }
                 Err(e) => {
+                    tracing::warn!(error = %e, calls = round.len(), "sandbox batch failed");
                     for call in round {
                         let _ = call.reply.send(Err(e.to_string()));
                     }
