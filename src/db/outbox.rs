@@ -58,34 +58,54 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lock: Duration) -> Result<Vec<
     .await
 }
 
-pub async fn mark_sent(pool: &PgPool, id: i64, note: Option<&str>) -> Result<(), sqlx::Error> {
+/// What became of a claimed message.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Sent, or done with (`note` says why nothing was sent).
+    Sent { note: Option<String> },
+    /// To be tried again at `at`.
+    Retry { error: String, at: DateTime<Utc> },
+    /// Given up.
+    Failed { error: String },
+}
+
+/// Records what became of claimed messages, in one statement, and releases
+/// their claim.
+pub async fn record(pool: &PgPool, outcomes: &[(i64, Delivery)]) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = outcomes.iter().map(|(id, _)| *id).collect();
+    let statuses: Vec<&str> = outcomes
+        .iter()
+        .map(|(_, d)| match d {
+            Delivery::Sent { .. } => "sent",
+            Delivery::Retry { .. } => "pending",
+            Delivery::Failed { .. } => "failed",
+        })
+        .collect();
+    let notes: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|(_, d)| match d {
+            Delivery::Sent { note } => note.as_deref(),
+            Delivery::Retry { error, .. } | Delivery::Failed { error } => Some(error.as_str()),
+        })
+        .collect();
+    let retry_at: Vec<Option<DateTime<Utc>>> =
+        outcomes.iter().map(|(_, d)| if let Delivery::Retry { at, .. } = d { Some(*at) } else { None }).collect();
     sqlx::query(
-        "UPDATE outbox SET status = 'sent', sent_at = clock_timestamp(), locked_until = NULL, last_error = $2
-         WHERE id = $1",
+        "UPDATE outbox o SET status = x.status, last_error = x.note, locked_until = NULL,
+                sent_at = CASE WHEN x.status = 'sent' THEN clock_timestamp() ELSE o.sent_at END,
+                next_attempt_at = COALESCE(x.retry_at, o.next_attempt_at)
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS x(id, status, note, retry_at)
+         WHERE o.id = x.id",
     )
-    .bind(id)
-    .bind(note)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&notes)
+    .bind(&retry_at)
     .execute(pool)
     .await?;
-    Ok(())
-}
-
-pub async fn mark_retry(pool: &PgPool, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET next_attempt_at = $3, locked_until = NULL, last_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .bind(at)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-pub async fn mark_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET status = 'failed', locked_until = NULL, last_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(pool)
-        .await?;
     Ok(())
 }
 

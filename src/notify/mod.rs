@@ -7,13 +7,17 @@
 mod email;
 mod webhook;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::db;
-use crate::db::outbox::Message;
+use crate::db::outbox::{Delivery, Message};
 use crate::domain::settings::Notifications;
 use crate::engine::retry::RetryPolicy;
 
@@ -49,7 +53,7 @@ pub struct Deliverer {
 }
 
 /// Why one delivery did not happen.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum DeliveryError {
     /// Worth trying again later.
     Transient(String),
@@ -63,49 +67,64 @@ impl Deliverer {
         Deliverer { pool, http, config }
     }
 
-    /// Delivers what is due now; returns how many messages it handled.
+    /// Delivers what is due now; returns how many messages it handled. The
+    /// claimed messages are sent at once, each tenant's settings read once,
+    /// and what became of them is recorded in one statement.
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
         let messages = db::outbox::claim_due(&self.pool, self.config.batch, self.config.lock).await?;
-        for m in &messages {
-            let outcome = self.deliver(m).await;
-            match outcome {
-                Ok(note) => db::outbox::mark_sent(&self.pool, m.id, note.as_deref()).await?,
-                Err(DeliveryError::Permanent(e)) => {
-                    tracing::warn!(message = %m.dedup_key, error = %e, "notification cannot be delivered");
-                    db::outbox::mark_failed(&self.pool, m.id, &e).await?
-                }
-                Err(DeliveryError::Transient(e)) if m.attempts as u32 >= self.config.retry.max_attempts => {
-                    db::outbox::mark_failed(&self.pool, m.id, &format!("gave up after {} attempts: {e}", m.attempts))
-                        .await?
-                }
-                Err(DeliveryError::Transient(e)) => {
-                    let delay = self.config.retry.delay_after(m.attempts as u32);
-                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    db::outbox::mark_retry(&self.pool, m.id, &e, at).await?
-                }
-            }
+        let mut settings: HashMap<Uuid, Arc<Result<Notifications, DeliveryError>>> = HashMap::new();
+        let mut sending = JoinSet::new();
+        for m in messages {
+            let targets = match m.tenant_id {
+                Some(tenant) => match settings.get(&tenant) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let read = Arc::new(self.notifications(tenant).await);
+                        settings.insert(tenant, read.clone());
+                        read
+                    }
+                },
+                None => Arc::new(Err(DeliveryError::Permanent("the message belongs to no tenant".into()))),
+            };
+            let http = self.http.clone();
+            sending.spawn(async move {
+                let outcome = match targets.as_ref() {
+                    Ok(targets) => deliver(&http, targets, &m).await,
+                    Err(e) => Err(e.clone()),
+                };
+                (m, outcome)
+            });
         }
-        Ok(messages.len())
+        let mut outcomes = Vec::with_capacity(sending.len());
+        while let Some(sent) = sending.join_next().await {
+            let (m, outcome) = sent?;
+            outcomes.push((m.id, self.outcome(&m, outcome)));
+        }
+        db::outbox::record(&self.pool, &outcomes).await?;
+        Ok(outcomes.len())
     }
 
-    async fn deliver(&self, m: &Message) -> Result<Option<String>, DeliveryError> {
-        let Some(tenant_id) = m.tenant_id else {
-            return Err(DeliveryError::Permanent("the message belongs to no tenant".into()));
-        };
+    async fn notifications(&self, tenant_id: Uuid) -> Result<Notifications, DeliveryError> {
         let (_, notifications, _) =
             db::settings::get(&self.pool, tenant_id).await.map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        let settings: Notifications =
-            serde_json::from_value(notifications).map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        match m.channel.as_str() {
-            "webhook" => match (&settings.webhook_url, &settings.webhook_secret) {
-                (Some(url), Some(secret)) => webhook::send(&self.http, url, secret, m).await.map(|()| None),
-                _ => Ok(Some("skipped: no webhook_url configured".into())),
-            },
-            "email" => match &settings.smtp {
-                Some(smtp) => email::send(smtp, m).await.map(|()| None),
-                None => Ok(Some("skipped: no SMTP configured".into())),
-            },
-            other => Err(DeliveryError::Permanent(format!("unknown channel `{other}`"))),
+        serde_json::from_value(notifications).map_err(|e| DeliveryError::Permanent(e.to_string()))
+    }
+
+    /// What to record for a delivery: sent, tried again later, or given up.
+    fn outcome(&self, m: &Message, delivered: Result<Option<String>, DeliveryError>) -> Delivery {
+        match delivered {
+            Ok(note) => Delivery::Sent { note },
+            Err(DeliveryError::Permanent(e)) => {
+                tracing::warn!(message = %m.dedup_key, error = %e, "notification cannot be delivered");
+                Delivery::Failed { error: e }
+            }
+            Err(DeliveryError::Transient(e)) if m.attempts as u32 >= self.config.retry.max_attempts => {
+                Delivery::Failed { error: format!("gave up after {} attempts: {e}", m.attempts) }
+            }
+            Err(DeliveryError::Transient(e)) => {
+                let delay = self.config.retry.delay_after(m.attempts as u32);
+                Delivery::Retry { error: e, at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() }
+            }
         }
     }
 
@@ -127,5 +146,25 @@ impl Deliverer {
                 _ = tokio::time::sleep(self.config.interval) => {}
             }
         }
+    }
+}
+
+/// Sends one message to the tenant's target for its channel; `Ok(Some(note))`
+/// when there is none (the message is done with, nothing was sent).
+async fn deliver(
+    http: &reqwest::Client,
+    targets: &Notifications,
+    m: &Message,
+) -> Result<Option<String>, DeliveryError> {
+    match m.channel.as_str() {
+        "webhook" => match (&targets.webhook_url, &targets.webhook_secret) {
+            (Some(url), Some(secret)) => webhook::send(http, url, secret, m).await.map(|()| None),
+            _ => Ok(Some("skipped: no webhook_url configured".into())),
+        },
+        "email" => match &targets.smtp {
+            Some(smtp) => email::send(smtp, m).await.map(|()| None),
+            None => Ok(Some("skipped: no SMTP configured".into())),
+        },
+        other => Err(DeliveryError::Permanent(format!("unknown channel `{other}`"))),
     }
 }
