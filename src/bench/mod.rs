@@ -260,6 +260,14 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     let worker = tokio::spawn(engine.worker(config).run(async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    // As serve does: the outbox's messages (webhooks, mail) are delivered
+    // while purchases complete. The bench tenant has no targets, so each is
+    // read, found to have nowhere to go, and recorded as done with.
+    let mut rx = stopped.clone();
+    let deliverer = crate::notify::Deliverer::new(pool.clone(), crate::notify::DelivererConfig::default());
+    let delivery = tokio::spawn(deliverer.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
 
     let tenant = crate::tenants::create(&pool, "bench").await?;
     let http = reqwest::Client::new();
@@ -327,6 +335,16 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     .fetch_one(&pool)
     .await?;
     let elapsed = Duration::from_secs_f64(seconds);
+    // Done only when every purchase's messages are: a deliverer that falls
+    // behind would grow its backlog without end.
+    while db::outbox::backlog(&pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let notified_seconds: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM max(sent_at) - $1)::float8 FROM outbox WHERE status = 'sent'")
+            .bind(began_at)
+            .fetch_one(&pool)
+            .await?;
     let (p50, p99): (f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
          FROM (SELECT extract(epoch FROM (finished_at - created_at)) * 1000 AS ms FROM runs WHERE workflow = 'purchase') t",
@@ -338,6 +356,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
         .await?;
     let _ = stop.send(true);
     worker.await??;
+    delivery.await?;
     pool.close().await;
     let pgbench_tps =
         if b.pgbench_seconds > 0 { pgbench_tps(&b.db.database_url, b.pgbench_seconds).await? } else { None };
@@ -347,6 +366,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
         json!({
             "bench": "purchases",
             "completed_per_sec": (b.purchases as f64 / elapsed.as_secs_f64()).round(),
+            "notified_per_sec": (b.purchases as f64 / notified_seconds).round(),
             "purchases": b.purchases,
             "seconds": round(elapsed.as_secs_f64()),
             "posting_seconds": round(posted.as_secs_f64()),
