@@ -8,6 +8,6 @@ async fn the_floor_benchmark_carries_every_purchase_through_and_pays_once() {
     let db = TestDb::new().await;
     // Needs pgbench on PATH (Debian: it comes with the postgresql package).
     let figures = bursar::bench::floor::measure(&db.pool, &db.url, 64, 8, 2).await.unwrap();
-    assert_eq!(figures.purchases, 128, "rounded up to whole batches: 8 per batch, 2 clients, 8 creating");
+    assert_eq!(figures.purchases, 256, "rounded up to whole batches: 8 per batch, 2 clients, 16 creating");
     assert!(figures.creates_per_sec > 0.0 && figures.workflow_per_sec > 0.0, "{figures:?}");
 }

@@ -1,6 +1,11 @@
 -- A purchase's create, as little as it can be: one statement, one commit, no
 -- reads. The idempotency key with its response, the customer, the run, the
--- purchase and its seat; payloads the size of Bursar's.
+-- purchase, its seat and its purchase.created webhook; payloads the size of
+-- Bursar's. Not the NOTIFY Bursar sends to wake a worker at once: workers
+-- can poll, and in PostgreSQL 15 a NOTIFY serializes the commits that send
+-- one (a global lock held through the commit), which would make this a
+-- measure of that lock: with it, 1,070-1,160 creates/s at 74% CPU on the
+-- 2-core machine of docs/benchmarks.md, without it 1,300-1,400 at 90%.
 WITH ids AS (
     SELECT n, floor_id(1, n) AS purchase, floor_id(2, n) AS run, floor_id(3, n) AS customer, floor_id(4, n) AS seat,
            '00000000-0000-7000-8000-000000000001'::uuid AS tenant, 'learner' || n || '@floor.example' AS email
@@ -33,6 +38,12 @@ WITH ids AS (
     SELECT ids.purchase, tenant, 'floor-101', 1, customer.id, 'USD', 4900, 'sandbox', 'pm_sandbox_ok', 'immediate', run.id
     FROM ids, customer, run
     RETURNING id
+), seat AS (
+    INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email)
+    SELECT seat, tenant, purchase.id, 1, email FROM ids, purchase
 )
-INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email)
-SELECT seat, tenant, purchase.id, 1, email FROM ids, purchase;
+INSERT INTO outbox (tenant_id, dedup_key, channel, payload)
+SELECT tenant, concat_ws(':', 'purchase', purchase, 'created'), 'webhook',
+       jsonb_build_object('type', 'purchase.created', 'data', jsonb_build_object('purchase_id', 'pur_' || purchase,
+         'offering_id', 'floor-101', 'status', 'processing'))
+FROM ids;

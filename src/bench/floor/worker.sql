@@ -75,8 +75,15 @@ UPDATE runs r SET step = 'enroll', lease_expires_at = clock_timestamp() + interv
        attempt_started_at = clock_timestamp(), updated_at = clock_timestamp()
 FROM ids WHERE r.id = ids.run;
 
--- enroll done (the LMS call itself is left out), notify, the run succeeds.
-WITH ids AS (SELECT n, floor_id(2, n) AS run, floor_id(4, n) AS seat FROM generate_series(:lo::bigint, :hi::bigint) AS n),
+-- enroll done (the LMS call itself is left out), notify (the purchase.completed
+-- webhook, the receipt and the enrollment mail), the run succeeds.
+WITH ids AS (SELECT n, floor_id(1, n) AS purchase, floor_id(2, n) AS run, floor_id(4, n) AS seat
+             FROM generate_series(:lo::bigint, :hi::bigint) AS n),
+told AS (INSERT INTO outbox (run_id, tenant_id, dedup_key, channel, payload)
+         SELECT run, '00000000-0000-7000-8000-000000000001', concat_ws(':', 'purchase', purchase, kind), channel,
+                jsonb_build_object('type', kind, 'purchase_id', 'pur_' || purchase, 'to', 'learner' || n || '@floor.example',
+                                   'course', 'Floor 101', 'url', 'https://lms.example/course/1')
+         FROM ids, (VALUES ('completed', 'webhook'), ('receipt', 'email'), ('enrolled', 'email')) AS m(kind, channel)),
 done AS (UPDATE effects e SET status = 'succeeded', response = '{}', updated_at = clock_timestamp()
          FROM ids WHERE e.key = concat_ws(':', run, 'enroll', seat)),
 enrolled AS (UPDATE seats s SET status = 'active', enrolled_at = clock_timestamp() FROM ids WHERE s.id = ids.seat),
@@ -85,3 +92,10 @@ history AS (INSERT INTO run_history (run_id, step, attempt, lease_token, worker,
 UPDATE runs r SET status = 'succeeded', step = 'notify', lease_owner = NULL, lease_expires_at = NULL,
        attempt_started_at = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp()
 FROM ids WHERE r.id = ids.run;
+
+-- The messages delivered (the sending itself is left out) and recorded as
+-- sent, the batch at once as the deliverer records them.
+UPDATE outbox o SET status = 'sent', sent_at = clock_timestamp(), locked_until = NULL, attempts = attempts + 1
+WHERE o.dedup_key IN (SELECT concat_ws(':', 'purchase', floor_id(1, n), kind)
+                      FROM generate_series(:lo::bigint, :hi::bigint) AS n,
+                           unnest(ARRAY['created', 'completed', 'receipt', 'enrolled']) AS kind);
