@@ -112,6 +112,9 @@ fn method_for(mut roll: u32) -> &'static str {
 }
 
 pub async fn run(c: Chaos) -> anyhow::Result<()> {
+    if let Some(pgdata) = &c.pgdata {
+        same_server(pgdata, &c.db.database_url)?;
+    }
     let url = crate::bench::fresh_database(&c.db.database_url, "bursar_chaos").await?;
     let pool = db::connect(&url, 8).await?;
     db::migrate(&pool).await?;
@@ -363,6 +366,24 @@ async fn complete_action(
     Ok(())
 }
 
+/// The cluster in `pgdata` must be the server at `url`: restarting another
+/// would test nothing, and stop a server somebody else may be using.
+fn same_server(pgdata: &str, url: &str) -> anyhow::Result<()> {
+    let pid_file = std::path::Path::new(pgdata).join("postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("--pgdata {pgdata}: no running cluster there ({} unreadable)", pid_file.display()))?;
+    // postmaster.pid's fourth line is the port the cluster listens on.
+    let port = pid.lines().nth(3).and_then(|l| l.trim().parse::<u16>().ok());
+    let url_port = url::Url::parse(url).context("DATABASE_URL is not a URL")?.port().unwrap_or(5432);
+    let Some(port) = port else { anyhow::bail!("--pgdata {pgdata}: no port in {}", pid_file.display()) };
+    anyhow::ensure!(
+        port == url_port,
+        "--pgdata {pgdata} is the cluster on port {port}, but DATABASE_URL is on port {url_port}: \
+         chaos would restart a server it is not testing"
+    );
+    Ok(())
+}
+
 fn restart_postgres(pgdata: &str) -> anyhow::Result<()> {
     let bin = std::fs::read_dir("/usr/lib/postgresql")?
         .filter_map(|e| e.ok())
@@ -512,6 +533,17 @@ async fn check(
     .await?;
     if pending + failed > 0 {
         v.push(format!("outbox not drained: {pending} pending, {failed} failed"));
+    }
+    // And none lost: every webhook recorded as sent (not skipped for want of
+    // a target) reached the platform under its event id.
+    let sent: Vec<String> = sqlx::query_scalar(
+        "SELECT dedup_key FROM outbox WHERE channel = 'webhook' AND status = 'sent' AND last_error IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let lost: Vec<&String> = sent.iter().filter(|id| !received.events.contains_key(*id)).collect();
+    if !lost.is_empty() {
+        v.push(format!("{} webhooks recorded as sent never reached the platform, e.g. {}", lost.len(), lost[0]));
     }
     let counts = json!({
         "runs_by_status": by_status,
