@@ -557,3 +557,27 @@ async fn check(
     });
     Ok((v, counts))
 }
+
+#[cfg(test)]
+mod tests {
+    /// A data directory holding a postmaster.pid that says `port`.
+    fn cluster_on(port: u16) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("bursar-chaos-test-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid = format!("4242\n{}\n1764000000\n{port}\n/tmp\n127.0.0.1\n", dir.display());
+        std::fs::write(dir.join("postmaster.pid"), pid).unwrap();
+        dir
+    }
+
+    #[test]
+    fn chaos_restarts_only_the_cluster_it_tests() {
+        let dir = cluster_on(5499);
+        let pgdata = dir.to_str().unwrap();
+        assert!(super::same_server(pgdata, "postgres://postgres@127.0.0.1:5499/bursar").is_ok());
+        let other = super::same_server(pgdata, "postgres://postgres@127.0.0.1:5432/bursar").unwrap_err();
+        assert!(other.to_string().contains("port 5499, but DATABASE_URL is on port 5432"), "{other}");
+        assert!(super::same_server(pgdata, "postgres://postgres@127.0.0.1/bursar").is_err(), "no port means 5432");
+        assert!(super::same_server("/nonexistent/pgdata", "postgres://postgres@127.0.0.1:5499/bursar").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
