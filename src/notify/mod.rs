@@ -97,8 +97,12 @@ impl Deliverer {
         }
         let mut outcomes = Vec::with_capacity(sending.len());
         while let Some(sent) = sending.join_next().await {
-            let (m, outcome) = sent?;
-            outcomes.push((m.id, self.outcome(&m, outcome)));
+            // A delivery that panicked is not recorded: its claim lapses and
+            // it is tried again; the others' outcomes still are.
+            match sent {
+                Ok((m, outcome)) => outcomes.push((m.id, self.outcome(&m, outcome))),
+                Err(e) => tracing::error!(error = %e, "a notification delivery panicked"),
+            }
         }
         db::outbox::record(&self.pool, &outcomes).await?;
         Ok(outcomes.len())
