@@ -1,4 +1,5 @@
-//! Batching writers shared by the completer and the effects ledger: a queue
+//! Batching writers shared by the engine's completer and effects ledger and
+//! the sandbox provider's books: a queue
 //! drained by a few lanes, each taking what has gathered (up to a batch) and
 //! writing it as one statement. While one lane waits for its commit, another
 //! gathers the next batch.

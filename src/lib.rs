@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod engine;
+mod lanes;
 pub mod lms;
 pub mod metrics;
 pub mod notify;

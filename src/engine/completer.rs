@@ -57,7 +57,7 @@ impl Completer {
         max_batch: usize,
         lanes: usize,
     ) -> (Completer, Vec<JoinHandle<()>>) {
-        let (sender, handles) = super::lanes::spawn(max_batch, lanes, move |jobs: Vec<Job>| {
+        let (sender, handles) = crate::lanes::spawn(max_batch, lanes, move |jobs: Vec<Job>| {
             let (engine, worker) = (engine.clone(), worker.clone());
             async move { commit(&engine, &worker, lease, jobs).await }
         });

@@ -21,9 +21,9 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Starts `lanes` writers sharing one queue (see lanes.rs).
+    /// Starts `lanes` writers sharing one queue (see src/lanes.rs).
     pub fn spawn(pool: sqlx::PgPool, max_batch: usize, lanes: usize) -> (Ledger, Vec<JoinHandle<()>>) {
-        let (sender, handles) = super::lanes::spawn(max_batch, lanes, move |requests: Vec<Request>| {
+        let (sender, handles) = crate::lanes::spawn(max_batch, lanes, move |requests: Vec<Request>| {
             let pool = pool.clone();
             async move { write(&pool, requests).await }
         });
@@ -41,7 +41,7 @@ impl Ledger {
 }
 
 async fn write(pool: &sqlx::PgPool, requests: Vec<Request>) {
-    for round in super::lanes::rounds(requests, |r| &r.begin.key) {
+    for round in crate::lanes::rounds(requests, |r| &r.begin.key) {
         let begins: Vec<&Begin> = round.iter().map(|r| &r.begin).collect();
         match db::effects::begin_many(pool, &begins).await {
             Ok(mut entries) => {

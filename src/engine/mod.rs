@@ -10,7 +10,6 @@ pub mod transition;
 pub mod worker;
 
 mod completer;
-pub(crate) mod lanes;
 mod ledger;
 
 use std::collections::HashMap;

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Refunded};
 use crate::db::sandbox as books;
 use crate::domain::money::Money;
-use crate::engine::lanes;
+use crate::lanes;
 
 pub const METHODS: [&str; 5] =
     ["pm_sandbox_ok", "pm_sandbox_declined", "pm_sandbox_requires_action", "pm_sandbox_flaky", "pm_sandbox_unknown"];
