@@ -1,6 +1,7 @@
 //! The HTTP API (`../shared/API.md` is the contract): axum routers, one
 //! module per resource, every error in one shape (`error.rs`).
 
+pub mod creates;
 mod error;
 pub mod extract;
 pub mod ids;
@@ -34,12 +35,14 @@ pub struct AppState {
     /// Where this server answers, for the sandbox's webhooks to itself.
     pub self_url: String,
     pub http: reqwest::Client,
+    creates: creates::Creates,
 }
 
 impl AppState {
     pub fn new(engine: Engine, providers: Providers, self_url: String) -> AppState {
         let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("a client");
-        AppState { pool: engine.pool().clone(), engine, providers, self_url, http }
+        let pool = engine.pool().clone();
+        AppState { creates: creates::Creates::new(pool.clone()), pool, engine, providers, self_url, http }
     }
 }
 

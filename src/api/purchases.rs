@@ -84,27 +84,33 @@ pub async fn create(
     };
     let context = start_context(&facts);
     let run_key = format!("purchase:{purchase_id}");
-    let run = state.engine.new_run(tenant, "purchase", &run_key, &context).map_err(ApiError::internal)?;
+    let run = state.engine.new_run(tenant, "purchase", &run_key, &context).map_err(ApiError::internal)?.into();
     let seat_ids: Vec<Uuid> = (0..new.quantity).map(|_| Uuid::now_v7()).collect();
     // The database keeps microseconds: the answer shows what a read will.
     let created_at = Utc::now().trunc_subsecs(6);
-    let created = json!({"type": "purchase.created", "data": {"purchase_id": ids::purchase(purchase_id), "offering_id": new.offering_id, "status": "processing"}});
-    let insert = db::purchases::Insert {
-        id: purchase_id,
-        tenant_id: tenant,
-        currency: currency.code(),
-        total_minor: total.minor_units(),
-        purchase: &new,
-        seat_ids: &seat_ids,
-        created_at,
-        created_event: &created,
-    };
+    let created_event = json!({"type": "purchase.created", "data": {"purchase_id": ids::purchase(purchase_id), "offering_id": new.offering_id, "status": "processing"}});
     // The customer's id is the statement's to decide (an existing customer
     // keeps theirs); it fills it in, in the stored answer and in ours.
-    let (row, seats) = as_written(&facts, &new, Uuid::nil(), run.id, run.step, created_at, &seat_ids);
-    let mut response = to_json(&row, &seats)?;
-    let answer = db::purchases::Answer { endpoint: ENDPOINT, key: &key, request_hash: &hash, response: &response };
-    let Some(customer_id) = db::purchases::create(&state.pool, &run, &insert, &answer).await? else {
+    let (row, seats) = as_written(&facts, &new, Uuid::nil(), &run, created_at, &seat_ids);
+    let response = to_json(&row, &seats)?;
+    let create = db::purchases::Create {
+        id: purchase_id,
+        tenant_id: tenant,
+        currency: currency.code().to_owned(),
+        total_minor: total.minor_units(),
+        purchase: new,
+        seat_ids,
+        created_at,
+        created_event,
+        run,
+        endpoint: ENDPOINT,
+        key,
+        request_hash: hash,
+        response,
+    };
+    let (key, hash) = (create.key.clone(), create.request_hash.clone());
+    let mut response = create.response.clone();
+    let Some(customer_id) = state.creates.create(create).await.map_err(ApiError::internal)? else {
         return replay(&state, tenant, &key, &hash, ApiError::internal("an Idempotency-Key was taken, then gone"))
             .await;
     };
@@ -138,8 +144,7 @@ fn as_written(
     facts: &Facts,
     new: &NewPurchase,
     customer_id: Uuid,
-    run_id: Uuid,
-    start_step: &str,
+    run: &db::purchases::NewRunOwned,
     created_at: DateTime<Utc>,
     seat_ids: &[Uuid],
 ) -> (PurchaseRow, Vec<SeatRow>) {
@@ -161,12 +166,12 @@ fn as_written(
         next_action: None,
         seats_reserved: false,
         enrollment_mode: new.enrollment_mode.into(),
-        run_id,
+        run_id: run.id,
         created_at,
         status: "processing".into(),
         customer_email: facts.customer_email.clone(),
         run_status: "ready".into(),
-        run_step: start_step.into(),
+        run_step: run.step.clone(),
         failure_code: None,
     };
     let seats = (seat_ids.iter().enumerate())

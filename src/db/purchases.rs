@@ -1,5 +1,7 @@
 //! Customers, purchases, seats and the idempotency keys of their requests.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -9,125 +11,184 @@ use crate::db::RUNS_CHANNEL;
 use crate::db::runs::NewRun;
 use crate::domain::purchase::NewPurchase;
 
-pub struct Insert<'a> {
+/// A purchase to create, with the run that carries it out and the answer to
+/// store under its request's Idempotency-Key. Owned: it waits in the API's
+/// create writer (`api::creates`) until written.
+pub struct Create {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub currency: &'a str,
+    pub currency: String,
     pub total_minor: i64,
-    pub purchase: &'a NewPurchase,
+    pub purchase: NewPurchase,
     /// One per unit, in position order.
-    pub seat_ids: &'a [Uuid],
+    pub seat_ids: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     /// The `purchase.created` webhook, queued in the outbox with the purchase.
-    pub created_event: &'a Value,
-}
-
-/// The request an Idempotency-Key names, and the answer to store for it.
-pub struct Answer<'a> {
-    pub endpoint: &'a str,
-    pub key: &'a str,
-    pub request_hash: &'a [u8],
-    /// The 201 response, all but its `customer_id`, which only this statement
-    /// knows when the customer already exists: it is set here as `cus_<hex>`,
+    pub created_event: Value,
+    pub run: NewRunOwned,
+    pub endpoint: &'static str,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    /// The 201 response, all but its `customer_id`, which only the statement
+    /// knows when the customer already exists: it is set there as `cus_<hex>`,
     /// the API's format (`api::ids`), and by the caller from what is returned.
-    pub response: &'a Value,
+    pub response: Value,
 }
 
-/// Creates a purchase in one statement and one commit, unless its
-/// Idempotency-Key is taken: the run that carries it out (with the NOTIFY
+/// `runs::NewRun`, owned.
+pub struct NewRunOwned {
+    pub id: Uuid,
+    pub workflow: String,
+    pub version: i32,
+    pub idempotency_key: String,
+    pub step: String,
+    pub context: Value,
+}
+
+impl From<NewRun<'_>> for NewRunOwned {
+    fn from(r: NewRun<'_>) -> NewRunOwned {
+        NewRunOwned {
+            id: r.id,
+            workflow: r.workflow.to_owned(),
+            version: r.version,
+            idempotency_key: r.idempotency_key.to_owned(),
+            step: r.step.to_owned(),
+            context: r.context.clone(),
+        }
+    }
+}
+
+/// Creates purchases in one statement and one commit, each unless its
+/// Idempotency-Key is taken: the run that carries it out (with one NOTIFY
 /// that wakes a worker), its customer, found or created for (tenant, email)
 /// and linked to the LMS user id when one becomes known, the purchase, a seat
 /// per unit (assigned in order, the rest unassigned), the `purchase.created`
-/// webhook, and the key with its response. Returns the customer's id, or
-/// `None` when the key was taken, by an earlier request or by a concurrent
-/// one that committed first (its unique violation undoes all of this one).
-pub async fn create(
-    pool: &PgPool,
-    run: &NewRun<'_>,
-    p: &Insert<'_>,
-    answer: &Answer<'_>,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let new = p.purchase;
-    let positions: Vec<i32> = (0..new.quantity as i32).collect();
-    let emails: Vec<Option<&str>> =
-        positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.email.as_deref())).collect();
-    let lms_users: Vec<Option<&str>> =
-        positions.iter().map(|&i| new.assignees.get(i as usize).and_then(|a| a.lms_user_id.as_deref())).collect();
-    let created = sqlx::query_scalar(
-        "WITH fresh AS (
-            SELECT WHERE NOT EXISTS (SELECT FROM idempotency_keys WHERE tenant_id = $1 AND endpoint = $2 AND key = $3)
+/// webhook, and the key with its response. Returns the customer's id by
+/// purchase id; a purchase missing from it was not created because an
+/// earlier request had taken its key. A key may appear once per call. A key
+/// taken by a concurrent statement that commits first fails the whole call
+/// with a unique violation on `idempotency_keys_pkey` (see `key_taken`).
+pub async fn create_many(pool: &PgPool, creates: &[&Create]) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
+    let mut seats = SeatColumns::default();
+    for c in creates {
+        for (position, &id) in c.seat_ids.iter().enumerate() {
+            let assignee = c.purchase.assignees.get(position);
+            seats.purchase_ids.push(c.id);
+            seats.ids.push(id);
+            seats.positions.push(position as i32);
+            seats.emails.push(assignee.and_then(|a| a.email.as_deref()));
+            seats.lms_users.push(assignee.and_then(|a| a.lms_user_id.as_deref()));
+        }
+    }
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "WITH i AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::uuid[], $6::text[], $7::text[],
+                                 $8::text[], $9::uuid[], $10::text[], $11::int4[], $12::text[], $13::text[],
+                                 $14::jsonb[], $15::uuid[], $16::text[], $17::int4[], $18::text[], $19::int8[],
+                                 $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::jsonb[], $25::jsonb[])
+              AS i(tenant_id, endpoint, key, request_hash, customer_id, email, name, lms_user_id, run_id, workflow,
+                   version, run_key, step, context, id, offering_id, quantity, currency, total_minor, provider,
+                   payment_method, enrollment_mode, created_at, created_event, response)
          ),
+         fresh AS (
+            SELECT i.* FROM i WHERE NOT EXISTS (
+                SELECT FROM idempotency_keys k WHERE k.tenant_id = i.tenant_id AND k.endpoint = i.endpoint AND k.key = i.key)
+         ),
+         -- One row per customer: a statement may not change a row twice.
          customer AS (
-            INSERT INTO customers (id, tenant_id, email, name, lms_user_id) SELECT $5, $1, $6, $7, $8 FROM fresh
+            INSERT INTO customers (id, tenant_id, email, name, lms_user_id)
+            SELECT (array_agg(customer_id))[1], tenant_id, email,
+                   (array_agg(name) FILTER (WHERE name IS NOT NULL))[1],
+                   (array_agg(lms_user_id) FILTER (WHERE lms_user_id IS NOT NULL))[1]
+            FROM fresh GROUP BY tenant_id, email ORDER BY tenant_id, email
             ON CONFLICT (tenant_id, email) DO UPDATE SET
                name = COALESCE(excluded.name, customers.name),
                lms_user_id = COALESCE(excluded.lms_user_id, customers.lms_user_id)
-            RETURNING id
+            RETURNING id, tenant_id, email
          ),
          run AS (
             INSERT INTO runs (id, tenant_id, workflow, version, idempotency_key, status, step, wake_at, context)
-            SELECT $9, $1, $10, $11, $12, 'ready', $13, clock_timestamp(), $14 FROM fresh
+            SELECT run_id, tenant_id, workflow, version, run_key, 'ready', step, clock_timestamp(), context FROM fresh
             RETURNING id
          ),
          purchase AS (
             INSERT INTO purchases (id, tenant_id, offering_id, quantity, customer_id, currency, total_minor,
                                    provider, payment_method, enrollment_mode, run_id, created_at, updated_at)
-            SELECT $15, $1, $16, $17, customer.id, $18, $19, $20, $21, $22, run.id, $23, $23 FROM customer, run
-            RETURNING customer_id
+            SELECT f.id, f.tenant_id, f.offering_id, f.quantity, c.id, f.currency, f.total_minor, f.provider,
+                   f.payment_method, f.enrollment_mode, run.id, f.created_at, f.created_at
+            FROM fresh f JOIN run ON run.id = f.run_id JOIN customer c ON c.tenant_id = f.tenant_id AND c.email = f.email
+            RETURNING id, customer_id
          ),
          seat AS (
             INSERT INTO seats (id, tenant_id, purchase_id, position, assignee_email, assignee_lms_user_id)
-            SELECT s.id, $1, $15, s.position, s.email, s.lms_user_id
-            FROM purchase, unnest($24::uuid[], $25::int4[], $26::text[], $27::text[]) AS s(id, position, email, lms_user_id)
+            SELECT s.id, f.tenant_id, s.purchase_id, s.position, s.email, s.lms_user_id
+            FROM unnest($26::uuid[], $27::uuid[], $28::int4[], $29::text[], $30::text[])
+                   AS s(purchase_id, id, position, email, lms_user_id)
+            JOIN purchase p ON p.id = s.purchase_id JOIN fresh f ON f.id = s.purchase_id
          ),
          announced AS (
-            INSERT INTO outbox (tenant_id, dedup_key, channel, payload) SELECT $1, $28, 'webhook', $29 FROM purchase
+            INSERT INTO outbox (tenant_id, dedup_key, channel, payload)
+            SELECT f.tenant_id, 'purchase:' || f.id || ':created', 'webhook', f.created_event
+            FROM fresh f JOIN purchase p ON p.id = f.id
             ON CONFLICT (dedup_key) DO NOTHING
          ),
          answered AS (
             INSERT INTO idempotency_keys (tenant_id, endpoint, key, request_hash, status_code, response)
-            SELECT $1, $2, $3, $4, 201, jsonb_set($30, '{customer_id}', to_jsonb('cus_' || replace(customer_id::text, '-', '')))
-            FROM purchase
+            SELECT f.tenant_id, f.endpoint, f.key, f.request_hash, 201,
+                   jsonb_set(f.response, '{customer_id}', to_jsonb('cus_' || replace(p.customer_id::text, '-', '')))
+            FROM fresh f JOIN purchase p ON p.id = f.id ORDER BY f.tenant_id, f.key
          )
-         SELECT customer_id FROM purchase CROSS JOIN LATERAL (SELECT pg_notify($31, '')) AS told",
+         SELECT p.id, p.customer_id FROM purchase p CROSS JOIN (SELECT pg_notify($31, '')) AS told",
     )
-    .bind(p.tenant_id)
-    .bind(answer.endpoint)
-    .bind(answer.key)
-    .bind(answer.request_hash)
-    .bind(Uuid::now_v7())
-    .bind(&new.email)
-    .bind(&new.name)
-    .bind(&new.lms_user_id)
-    .bind(run.id)
-    .bind(run.workflow)
-    .bind(run.version)
-    .bind(run.idempotency_key)
-    .bind(run.step)
-    .bind(run.context)
-    .bind(p.id)
-    .bind(&new.offering_id)
-    .bind(new.quantity as i32)
-    .bind(p.currency)
-    .bind(p.total_minor)
-    .bind(&new.provider)
-    .bind(&new.payment_method)
-    .bind(new.enrollment_mode)
-    .bind(p.created_at)
-    .bind(p.seat_ids)
-    .bind(&positions)
-    .bind(&emails)
-    .bind(&lms_users)
-    .bind(format!("purchase:{}:created", p.id))
-    .bind(p.created_event)
-    .bind(answer.response)
+    .bind(creates.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.endpoint).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.request_hash.as_slice()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.email.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.name.as_deref()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.lms_user_id.as_deref()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.run.id).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.run.workflow.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.run.version).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.run.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.run.step.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| &c.run.context).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.id).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.offering_id.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.quantity as i32).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.total_minor).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.provider.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.payment_method.as_str()).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.purchase.enrollment_mode).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| c.created_at).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| &c.created_event).collect::<Vec<_>>())
+    .bind(creates.iter().map(|c| &c.response).collect::<Vec<_>>())
+    .bind(&seats.purchase_ids)
+    .bind(&seats.ids)
+    .bind(&seats.positions)
+    .bind(&seats.emails)
+    .bind(&seats.lms_users)
     .bind(RUNS_CHANNEL)
-    .fetch_optional(pool)
-    .await;
-    match created {
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("idempotency_keys_pkey") => Ok(None),
-        other => other,
-    }
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+#[derive(Default)]
+struct SeatColumns<'a> {
+    purchase_ids: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    positions: Vec<i32>,
+    emails: Vec<Option<&'a str>>,
+    lms_users: Vec<Option<&'a str>>,
+}
+
+/// Whether `create_many` failed because a concurrent request took one of its
+/// keys first (nothing of that call was written).
+pub fn key_taken(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(e) if e.constraint() == Some("idempotency_keys_pkey"))
 }
 
 #[derive(Debug, Clone, FromRow)]

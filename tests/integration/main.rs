@@ -3,6 +3,7 @@
 
 mod app;
 mod crash;
+mod creates;
 mod definitions;
 mod effects;
 mod floor;
