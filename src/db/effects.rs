@@ -65,16 +65,24 @@ pub async fn begin_many(pool: &PgPool, begins: &[&Begin]) -> Result<HashMap<Stri
     Ok(entries.into_iter().map(|e| (e.key.clone(), e)).collect())
 }
 
+// The staged statements here and in `purchases` find their rows with
+// `= ANY (ARRAY(...))` as well as the join: the planner takes a
+// `jsonb_to_recordset` for 100 rows whatever it holds, and on a table of a few
+// thousand rows (a new install, a benchmark) it then reads the whole table
+// for every batch; an array of keys is an index condition at any size.
+
 /// Staged (see `StepCtx::stage`) with rows `{key, response}`: the call succeeded.
 pub const SUCCEED: &str = "UPDATE effects e SET status = 'succeeded', response = x.response, error = NULL,
             updated_at = clock_timestamp()
      FROM jsonb_to_recordset($1) AS x(key text, response jsonb)
-     WHERE e.key = x.key AND e.status = 'pending'";
+     WHERE e.key = x.key AND e.status = 'pending'
+       AND e.key = ANY (ARRAY(SELECT r->>'key' FROM jsonb_array_elements($1) AS r))";
 
 /// Staged with rows `{key, error}`: the other side refused, for good.
 pub const FAIL: &str = "UPDATE effects e SET status = 'failed', error = x.error, updated_at = clock_timestamp()
      FROM jsonb_to_recordset($1) AS x(key text, error text)
-     WHERE e.key = x.key AND e.status = 'pending'";
+     WHERE e.key = x.key AND e.status = 'pending'
+       AND e.key = ANY (ARRAY(SELECT r->>'key' FROM jsonb_array_elements($1) AS r))";
 
 /// Notes why the outcome of a call is unknown; the row stays pending.
 pub async fn note_error(pool: &PgPool, key: &str, error: &str) -> Result<(), sqlx::Error> {

@@ -345,7 +345,7 @@ pub const RESERVE_UNLIMITED: &str = "WITH x AS (SELECT id FROM jsonb_to_recordse
      unlimited AS (
         SELECT p.id FROM x JOIN purchases p ON p.id = x.id
         JOIN offerings o ON o.tenant_id = p.tenant_id AND o.id = p.offering_id
-        WHERE o.capacity IS NULL
+        WHERE o.capacity IS NULL AND p.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))
         FOR KEY SHARE OF o
      ),
      reserved AS (
@@ -355,7 +355,7 @@ pub const RESERVE_UNLIMITED: &str = "WITH x AS (SELECT id FROM jsonb_to_recordse
      )
      SELECT bursar_refuse('the offering was given a capacity while its seat was being reserved')
      FROM x JOIN purchases p ON p.id = x.id
-     WHERE x.id NOT IN (SELECT id FROM unlimited) AND NOT p.seats_reserved";
+     WHERE x.id NOT IN (SELECT id FROM unlimited) AND NOT p.seats_reserved AND p.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))";
 
 /// Gives the purchase's seats back to its offering, once, and cancels them.
 pub async fn release_seats(pool: &PgPool, purchase_id: Uuid) -> Result<(), sqlx::Error> {
@@ -402,7 +402,7 @@ pub const SET_PAYMENT: &str = "UPDATE purchases p SET payment_status = x.status,
             next_action = x.next_action, updated_at = clock_timestamp()
      FROM jsonb_to_recordset($1)
           AS x(id uuid, status text, reference text, authorized_minor int8, captured_minor int8, next_action jsonb)
-     WHERE p.id = x.id";
+     WHERE p.id = x.id AND p.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))";
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PaymentUpdate {
@@ -503,25 +503,24 @@ pub async fn fulfilment(
 /// Staged with rows `{id}`: the seat is enrolled at the LMS.
 pub const ACTIVATE_SEAT: &str = "UPDATE seats s SET status = 'active', enrolled_at = clock_timestamp()
      FROM jsonb_to_recordset($1) AS x(id uuid)
-     WHERE s.id = x.id AND s.status = 'unassigned'";
+     WHERE s.id = x.id AND s.status = 'unassigned' AND s.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))";
 
 /// Staged with rows `{id}`: the whole capture was refunded (the refund
 /// compensation). The seats are refunded and given back; a limited
 /// offering's counter drops by the seats its refunded purchases held.
 /// Absolute, not incremental: recording it twice records it once.
-pub const RECORD_FULL_REFUND: &str = "WITH x AS (SELECT id FROM jsonb_to_recordset($1) AS x(id uuid)),
-     before AS (
+pub const RECORD_FULL_REFUND: &str = "WITH before AS (
         SELECT p.id, p.tenant_id, p.offering_id, p.quantity, p.seats_reserved
-        FROM purchases p WHERE p.id IN (SELECT id FROM x) FOR UPDATE
+        FROM purchases p WHERE p.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r)) FOR UPDATE
      ),
      refunded AS (
         UPDATE purchases SET refunded_minor = captured_minor, payment_status = 'refunded', seats_reserved = false,
                updated_at = clock_timestamp()
-        WHERE id IN (SELECT id FROM before)
+        WHERE id = ANY (ARRAY(SELECT id FROM before))
      ),
      seats AS (
         UPDATE seats SET status = 'refunded'
-        WHERE purchase_id IN (SELECT id FROM before) AND status IN ('unassigned', 'active')
+        WHERE purchase_id = ANY (ARRAY(SELECT id FROM before)) AND status IN ('unassigned', 'active')
      ),
      given_back AS (
         SELECT tenant_id, offering_id, sum(quantity) AS quantity FROM before WHERE seats_reserved
