@@ -55,9 +55,38 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 ApiError::invalid(None, rejection.body_text())
             }
         })?;
+        if let Some(field) = nul_field(&bytes) {
+            return Err(ApiError::invalid(Some(&field), "text may not contain NUL (\\u0000) characters"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de).map(ApiJson).map_err(path_error)
     }
+}
+
+/// The first field whose text holds a NUL character, which PostgreSQL cannot
+/// store: refused here, naming the field, rather than failing the write (and,
+/// for a purchase, the batch it was written with).
+fn nul_field(body: &[u8]) -> Option<String> {
+    // JSON can only carry a NUL escaped; most bodies stop here.
+    if !body.windows(6).any(|w| w == b"\\u0000") {
+        return None;
+    }
+    fn find(value: &serde_json::Value, path: &str) -> Option<String> {
+        let at = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                Some(if path.is_empty() { ".".into() } else { path.into() })
+            }
+            serde_json::Value::Object(fields) => {
+                fields.iter().find_map(|(key, v)| if key.contains('\0') { Some(at(key)) } else { find(v, &at(key)) })
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(i, v)| find(v, &format!("{path}[{i}]")))
+            }
+            _ => None,
+        }
+    }
+    find(&serde_json::from_slice(body).ok()?, "")
 }
 
 /// Decodes a JSON value already read, with the same field-naming errors.

@@ -94,7 +94,8 @@ pub async fn create_many(pool: &PgPool, creates: &[&Create]) -> Result<HashMap<U
             SELECT i.* FROM i WHERE NOT EXISTS (
                 SELECT FROM idempotency_keys k WHERE k.tenant_id = i.tenant_id AND k.endpoint = i.endpoint AND k.key = i.key)
          ),
-         -- One row per customer: a statement may not change a row twice.
+         -- One row per customer: a statement may not change a row twice. Its requests came at
+         -- once, so which one's name is kept is as undefined as between any concurrent two.
          customer AS (
             INSERT INTO customers (id, tenant_id, email, name, lms_user_id)
             SELECT (array_agg(customer_id))[1], tenant_id, email,

@@ -142,4 +142,29 @@ async fn a_refused_batch_is_written_one_by_one_and_each_create_gets_its_answer()
     .await
     .unwrap();
     assert_eq!(keys, vec!["k-1", "k-2"], "the other two were created, k-taken's create was not");
+    assert_eq!(counts(&pool).await, (2, 2, 2, 2), "k-taken left nothing behind");
+}
+
+/// Runs, customers, seats and `purchase.created` messages (the worker adds
+/// others as the runs go on).
+async fn counts(pool: &sqlx::PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM customers), (SELECT count(*) FROM seats),
+                (SELECT count(*) FROM outbox WHERE dedup_key LIKE '%:created')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_create_whose_key_was_taken_earlier_leaves_the_rest_of_its_statement_alone() {
+    let (app, engine) = app_with_offering().await;
+    let earlier = create(&engine, app.tenant_id, "k-0", "ana@example.org", None);
+    assert_eq!(create_many(&app.db.pool, &[&earlier]).await.unwrap().len(), 1);
+    let again = create(&engine, app.tenant_id, "k-0", "bea@example.org", None);
+    let other = create(&engine, app.tenant_id, "k-1", "cai@example.org", None);
+    let created = create_many(&app.db.pool, &[&again, &other]).await.unwrap();
+    assert_eq!(created.keys().collect::<Vec<_>>(), vec![&other.id], "only the free key's create is written");
+    assert_eq!(counts(&app.db.pool).await, (2, 2, 2, 2), "nothing of the taken key's second create");
 }

@@ -179,6 +179,13 @@ async fn bad_purchase_requests_are_refused_and_store_nothing() {
         ),
         (json!({"customer": {"email": "not-an-email"}}), 400, "invalid_request", Some("customer.email")),
         (json!({"offering_id": "nope"}), 404, "not_found", Some("offering_id")),
+        // PostgreSQL cannot store NUL in text.
+        (
+            json!({"customer": {"email": "ana@example.org", "name": "Ana\u{0}"}}),
+            400,
+            "invalid_request",
+            Some("customer.name"),
+        ),
     ];
     for (i, (change, status, kind, field)) in cases.into_iter().enumerate() {
         let mut body = purchase("pm_sandbox_ok");
