@@ -8,6 +8,12 @@ use bursar::config::{self, DbSettings, ServeSettings, WorkerSettings};
 use bursar::engine::{Engine, Maintenance};
 use bursar::{api, bench, db, steps, tenants, workflows};
 
+/// A request's life allocates and frees many short-lived buffers on several
+/// threads at once (JSON, SQL arguments, HTTP); glibc's allocator took about a
+/// third of Bursar's CPU doing so (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Durable payment-and-enrollment workflows for learning platforms.
 #[derive(Parser)]
 #[command(version, about)]
