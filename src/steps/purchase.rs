@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db;
-use crate::db::purchases::{PaymentUpdate, PurchaseRow};
+use crate::db::purchases::{PaymentUpdate, PurchaseRow, SeatRow};
 use crate::domain::money::{Currency, Money};
 use crate::domain::settings::LmsTarget;
 use crate::engine::{CallError, Lookup, Outcome, StepCtx, StepHandler};
@@ -348,10 +348,20 @@ impl StepHandler for Enroll {
             LmsTarget::Callback { .. } => "callback",
             LmsTarget::Moodle { .. } => "moodle",
         };
-        let seats = f
-            .seats
-            .into_iter()
-            .filter(|s| s.status == "unassigned" && (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some()));
+        let to_enroll =
+            |s: &SeatRow| s.status == "unassigned" && (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some());
+        // What notify, which runs next, tells the learners once these seats
+        // are active: carried in the context, so it does not read it all again.
+        let notice = Notice {
+            title: f.title.clone(),
+            lms_url: f.lms_url.clone(),
+            enrolled: (f.seats.iter())
+                .filter(|s| s.status == "active" || to_enroll(s))
+                .filter_map(|s| Some((s.id, s.assignee_email.clone()?)))
+                .collect(),
+        };
+        ctx.context["notice"] = json!(notice);
+        let seats = f.seats.into_iter().filter(to_enroll);
         let Some(adapter) = lms::adapter(&target, &self.http) else {
             for seat in seats {
                 ctx.stage(db::purchases::ACTIVATE_SEAT, json!({"id": seat.id}));
@@ -442,6 +452,33 @@ impl StepHandler for RefundAll {
     }
 }
 
+/// What notify says: the offering's title and link, and the enrolled seats
+/// with an address to write to.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    title: String,
+    lms_url: Option<String>,
+    enrolled: Vec<(Uuid, String)>,
+}
+
+/// The notice enroll left in the context or, for a run whose enroll did not
+/// (one started before it did), read from the purchase.
+async fn notice(ctx: &StepCtx, p: &Facts) -> Result<Notice, Outcome> {
+    if let Ok(n) = serde_json::from_value::<Notice>(ctx.context["notice"].clone()) {
+        return Ok(n);
+    }
+    let f = match db::purchases::fulfilment(ctx.pool(), p.tenant_id, p.id, &p.offering_id).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(Outcome::park("the purchase's offering is gone")),
+        Err(e) => return Err(Outcome::retry(e)),
+    };
+    let enrolled = (f.seats.into_iter())
+        .filter(|s| s.status == "active")
+        .filter_map(|s| Some((s.id, s.assignee_email?)))
+        .collect();
+    Ok(Notice { title: f.title, lms_url: f.lms_url, enrolled })
+}
+
 /// Tells the platform (webhook) and the people (receipt, enrollment
 /// confirmations), through the outbox: the messages exist if and only if
 /// this step's result commits, and a retried step does not queue them twice.
@@ -455,11 +492,7 @@ impl StepHandler for Notify {
 
     async fn run(&self, ctx: &mut StepCtx) -> Outcome {
         let p = try_outcome!(facts(ctx).await);
-        let f = match db::purchases::fulfilment(ctx.pool(), p.tenant_id, p.id, &p.offering_id).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Outcome::park("the purchase's offering is gone"),
-            Err(e) => return Outcome::retry(e),
-        };
+        let n = try_outcome!(notice(ctx, &p).await);
         let total = try_outcome!(total(&p));
         ctx.emit("webhook", "purchase.completed", status_event(p.id, &p.offering_id, "completed"));
         ctx.emit(
@@ -467,21 +500,20 @@ impl StepHandler for Notify {
             "receipt",
             json!({
                 "to": p.customer_email,
-                "subject": format!("Your receipt for {}", f.title),
+                "subject": format!("Your receipt for {}", n.title),
                 "text": format!("Thank you for your purchase.\n\n{} x {}\nTotal: {}\nReference: {}\n",
-                                p.quantity, f.title, total, crate::api::ids::purchase(p.id)),
+                                p.quantity, n.title, total, crate::api::ids::purchase(p.id)),
             }),
         );
-        for seat in f.seats.iter().filter(|s| s.status == "active") {
-            let Some(email) = &seat.assignee_email else { continue };
-            let url = f.lms_url.as_deref().unwrap_or("your learning platform");
+        let url = n.lms_url.as_deref().unwrap_or("your learning platform");
+        for (seat, email) in &n.enrolled {
             ctx.emit(
                 "email",
-                &format!("enrolled:{}", seat.id),
+                &format!("enrolled:{seat}"),
                 json!({
                     "to": email,
-                    "subject": format!("You are enrolled in {}", f.title),
-                    "text": format!("You now have access to {}.\n\nStart here: {url}\n", f.title),
+                    "subject": format!("You are enrolled in {}", n.title),
+                    "text": format!("You now have access to {}.\n\nStart here: {url}\n", n.title),
                 }),
             );
         }
