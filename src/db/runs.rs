@@ -353,17 +353,24 @@ pub async fn wake_if_signalled(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid])
     Ok(done.rows_affected())
 }
 
-/// Keeps this worker's leases alive while its steps run.
-pub async fn extend_leases(pool: &PgPool, worker: &str, lease: Duration) -> Result<u64, sqlx::Error> {
+/// Keeps alive the leases of `runs`, this worker's runs whose steps are
+/// still executing. Only those: a run the worker gave up on (its result
+/// could not be committed) must be let lapse so that it is run again.
+pub async fn extend_leases(pool: &PgPool, worker: &str, runs: &[Uuid], lease: Duration) -> Result<u64, sqlx::Error> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(
         // SKIP LOCKED: a locked row is being completed right now (which sets
         // its lease anyway); waiting for it would stall the heartbeat behind
         // the completer and, locking rows in another order, risk a deadlock.
         "UPDATE runs SET lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond'
-         WHERE id IN (SELECT id FROM runs WHERE lease_owner = $1 AND status = 'running' FOR UPDATE SKIP LOCKED)",
+         WHERE id IN (SELECT id FROM runs WHERE id = ANY($3) AND lease_owner = $1 AND status = 'running'
+                      FOR UPDATE SKIP LOCKED)",
     )
     .bind(worker)
     .bind(millis(lease))
+    .bind(runs)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

@@ -2,14 +2,16 @@
 //! the completer. Claims are woken by LISTEN/NOTIFY, with polling as the
 //! fallback; leases are renewed by a heartbeat while steps run.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use super::Engine;
 use super::completer::{CommitError, Committed, Completer};
@@ -62,6 +64,7 @@ pub struct Worker {
 
 struct Shared {
     engine: Engine,
+    executing: Executing,
     completer: Completer,
     ledger: Ledger,
     stopping: AtomicBool,
@@ -93,10 +96,17 @@ impl Worker {
         );
         // Effect begins batch like completions, with the same batch size and lanes.
         let (ledger, ledger_lanes) = Ledger::spawn(pool.clone(), config.completion_batch, config.completion_lanes);
-        let shared = Arc::new(Shared { engine: engine.clone(), completer, ledger, stopping: AtomicBool::new(false) });
+        let executing = Executing::default();
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            executing: executing.clone(),
+            completer,
+            ledger,
+            stopping: AtomicBool::new(false),
+        });
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
-        let heartbeat = tokio::spawn(renew_leases(pool.clone(), id.clone(), config.lease, config.heartbeat));
+        let heartbeat = tokio::spawn(renew_leases(pool.clone(), id.clone(), executing, config.lease, config.heartbeat));
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut steps = JoinSet::new();
         tracing::info!(worker = %id, concurrency = config.concurrency, "worker started");
@@ -113,7 +123,8 @@ impl Worker {
                         claimed_any = !runs.is_empty();
                         for run in runs {
                             let slot = slots.clone().try_acquire_owned().expect("a slot was counted free");
-                            steps.spawn(execute(shared.clone(), run, slot));
+                            let held = shared.executing.add(run.id);
+                            steps.spawn(execute(shared.clone(), run, slot, held));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming runs failed; will retry"),
@@ -194,12 +205,40 @@ async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>) {
     }
 }
 
-async fn renew_leases(pool: sqlx::PgPool, worker: String, lease: Duration, every: Duration) {
+/// The runs whose steps this worker is executing, which the heartbeat keeps
+/// leased. A run leaves the set when its task ends, however it ends.
+#[derive(Clone, Default)]
+struct Executing(Arc<Mutex<HashSet<Uuid>>>);
+
+/// A run's place in `Executing`, given up when dropped.
+struct Held {
+    executing: Executing,
+    run: Uuid,
+}
+
+impl Executing {
+    fn add(&self, run: Uuid) -> Held {
+        self.0.lock().expect("not poisoned").insert(run);
+        Held { executing: self.clone(), run }
+    }
+
+    fn runs(&self) -> Vec<Uuid> {
+        self.0.lock().expect("not poisoned").iter().copied().collect()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.executing.0.lock().expect("not poisoned").remove(&self.run);
+    }
+}
+
+async fn renew_leases(pool: sqlx::PgPool, worker: String, executing: Executing, lease: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = db::runs::extend_leases(&pool, &worker, lease).await {
+        if let Err(e) = db::runs::extend_leases(&pool, &worker, &executing.runs(), lease).await {
             tracing::warn!(error = %e, "renewing leases failed");
         }
     }
@@ -207,7 +246,7 @@ async fn renew_leases(pool: sqlx::PgPool, worker: String, lease: Duration, every
 
 /// Executes a claimed run's step, and the steps after it for as long as the
 /// run may continue in place under the same lease.
-async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePermit) {
+async fn execute(shared: Arc<Shared>, mut run: Claimed, _slot: OwnedSemaphorePermit, _held: Held) {
     loop {
         let (mut completion, staged) = attempt(&shared, &run).await;
         completion.continue_in_place &= !shared.stopping.load(Ordering::SeqCst);

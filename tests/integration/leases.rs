@@ -242,7 +242,7 @@ async fn the_heartbeat_passes_over_a_run_being_completed_instead_of_waiting_for_
     // the timeout only turns such a hang into a failure.
     let extended = tokio::time::timeout(
         Duration::from_secs(10),
-        db::runs::extend_leases(&db.pool, "busy", Duration::from_secs(60)),
+        db::runs::extend_leases(&db.pool, "busy", &[locked, free], Duration::from_secs(60)),
     )
     .await
     .expect("the heartbeat waited for a locked run")
@@ -252,5 +252,52 @@ async fn the_heartbeat_passes_over_a_run_being_completed_instead_of_waiting_for_
     assert!(lease_of(free).await > locked_lease + chrono::Duration::seconds(30));
 
     completing.commit().await.unwrap();
-    assert_eq!(db::runs::extend_leases(&db.pool, "busy", Duration::from_secs(60)).await.unwrap(), 2);
+    assert_eq!(db::runs::extend_leases(&db.pool, "busy", &[locked, free], Duration::from_secs(60)).await.unwrap(), 2);
+    assert_eq!(
+        db::runs::extend_leases(&db.pool, "busy", &[free], Duration::from_secs(60)).await.unwrap(),
+        1,
+        "only the runs named: the others are left to lapse"
+    );
+}
+
+/// Stages, on its first attempt only, a write the database refuses, so that
+/// attempt's result cannot be committed.
+struct RefusedOnce;
+
+#[async_trait]
+impl StepHandler for RefusedOnce {
+    fn outcomes(&self) -> &[&'static str] {
+        &["ok"]
+    }
+
+    async fn run(&self, ctx: &mut StepCtx) -> Outcome {
+        if ctx.attempt == 1 {
+            ctx.stage("SELECT bursar_refuse('not this time') FROM jsonb_array_elements($1)", json!({}));
+        }
+        Outcome::next("ok")
+    }
+}
+
+/// A step whose result could not be committed is given up by its worker,
+/// which goes on running: the run must lapse and run again, not stay leased
+/// by a heartbeat that renews every run the worker ever claimed.
+#[tokio::test]
+async fn a_run_whose_result_could_not_be_committed_runs_again_while_its_worker_lives() {
+    let db = TestDb::new().await;
+    let mut h = HandlerRegistry::new();
+    h.register("work", RefusedOnce);
+    let engine = engine(&db.pool, &[ONE_STEP], h);
+    let id = engine.start_now(SYSTEM_TENANT, "one", "k", &json!({})).await.unwrap().run_id;
+    let (_leading, stop_maintenance) = spawn_maintenance(&db.pool);
+    let mut config = fast_worker();
+    config.lease = Duration::from_secs(2);
+    config.heartbeat = Duration::from_millis(200);
+    let worker = spawn_worker(&engine, config);
+    let run = wait_for_run(&db.pool, id, Duration::from_secs(20), |r| r.status == "succeeded").await;
+    worker.stop().await;
+    let _ = stop_maintenance.send(true);
+    assert_eq!(run.attempt, 2, "the second attempt committed");
+    let h = db::runs::history(&db.pool, id).await.unwrap();
+    let outcomes: Vec<&str> = h.iter().map(|h| h.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["lease_expired", "next:ok"]);
 }
