@@ -11,7 +11,8 @@ pub struct TestApp {
     pub api_key: String,
     pub tenant_id: uuid::Uuid,
     pub client: reqwest::Client,
-    _worker: crate::support::Running,
+    engine: bursar::engine::Engine,
+    worker: Option<crate::support::Running>,
 }
 
 pub struct Answer {
@@ -30,6 +31,13 @@ impl Answer {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        let mut app = TestApp::spawn_idle().await;
+        app.start_worker(crate::support::fast_worker());
+        app
+    }
+
+    /// The API without a worker: runs wait until `start_worker`.
+    pub async fn spawn_idle() -> TestApp {
         // Logs of a failing test are shown with it (internal errors log their cause).
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
         let db = TestDb::new().await;
@@ -45,15 +53,19 @@ impl TestApp {
         .unwrap();
         let router = bursar::api::router(bursar::api::AppState::new(engine.clone(), providers, address.clone()));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        let worker = crate::support::spawn_worker(&engine, crate::support::fast_worker());
         TestApp {
             db,
             address,
             api_key: tenant.api_key,
             tenant_id: tenant.tenant_id,
             client: reqwest::Client::new(),
-            _worker: worker,
+            engine,
+            worker: None,
         }
+    }
+
+    pub fn start_worker(&mut self, config: bursar::engine::WorkerConfig) {
+        self.worker = Some(crate::support::spawn_worker(&self.engine, config));
     }
 
     /// Another tenant on the same server.

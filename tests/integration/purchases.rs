@@ -314,6 +314,24 @@ async fn an_unlimited_reservation_is_refused_once_the_offering_has_a_capacity() 
     assert!(reserved().await);
 }
 
+/// A capacity given to an offering after a purchase was made but before its
+/// seats were reserved counts them.
+#[tokio::test]
+async fn a_capacity_set_between_the_purchase_and_its_reservation_counts_its_seat() {
+    let mut app = TestApp::spawn_idle().await;
+    let unlimited = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": null});
+    assert_eq!(app.put_offering("rust-101", &unlimited).await.status, 201);
+    let id = app.post_purchase(Some("r1"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    let mut limited = unlimited.clone();
+    limited["capacity"] = json!(5);
+    assert_eq!(app.put_offering("rust-101", &limited).await.status, 200);
+
+    app.start_worker(crate::support::fast_worker());
+    app.wait_for_status(&id, "completed").await;
+    let offering = app.get_offering("rust-101").await.body;
+    assert_eq!((offering["capacity"].clone(), offering["seats_taken"].clone()), (json!(5), json!(1)), "{offering}");
+}
+
 /// The answer to a create is built from what was written, not read back:
 /// it must say what a read says.
 #[tokio::test]
