@@ -2,7 +2,7 @@
 //! the completer. Claims are woken by LISTEN/NOTIFY, with polling as the
 //! fallback; leases are renewed by a heartbeat while steps run.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +123,7 @@ impl Worker {
                         claimed_any = !runs.is_empty();
                         for run in runs {
                             let slot = slots.clone().try_acquire_owned().expect("a slot was counted free");
-                            let held = shared.executing.add(run.id);
+                            let held = shared.executing.add(run.id, run.lease_token);
                             steps.spawn(execute(shared.clone(), run, slot, held));
                         }
                     }
@@ -206,30 +206,36 @@ async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>) {
 }
 
 /// The runs whose steps this worker is executing, which the heartbeat keeps
-/// leased. A run leaves the set when its task ends, however it ends.
+/// leased, each with the lease token of the claim its task holds. A run
+/// leaves the set when that task ends, however it ends; not when an older
+/// task ends after the run was claimed again (a lost lease, a quick re-claim).
 #[derive(Clone, Default)]
-struct Executing(Arc<Mutex<HashSet<Uuid>>>);
+struct Executing(Arc<Mutex<HashMap<Uuid, i64>>>);
 
-/// A run's place in `Executing`, given up when dropped.
+/// A task's place in `Executing`, given up when dropped.
 struct Held {
     executing: Executing,
     run: Uuid,
+    lease_token: i64,
 }
 
 impl Executing {
-    fn add(&self, run: Uuid) -> Held {
-        self.0.lock().expect("not poisoned").insert(run);
-        Held { executing: self.clone(), run }
+    fn add(&self, run: Uuid, lease_token: i64) -> Held {
+        self.0.lock().expect("not poisoned").insert(run, lease_token);
+        Held { executing: self.clone(), run, lease_token }
     }
 
     fn runs(&self) -> Vec<Uuid> {
-        self.0.lock().expect("not poisoned").iter().copied().collect()
+        self.0.lock().expect("not poisoned").keys().copied().collect()
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.executing.0.lock().expect("not poisoned").remove(&self.run);
+        let mut runs = self.executing.0.lock().expect("not poisoned");
+        if runs.get(&self.run) == Some(&self.lease_token) {
+            runs.remove(&self.run);
+        }
     }
 }
 
@@ -421,5 +427,22 @@ fn completion(
         continue_in_place: t.continue_in_place,
         consumed_signal: if retrying_with_signal { None } else { signal.map(|s| s.id) },
         outbox,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Executing;
+
+    #[test]
+    fn a_run_claimed_again_stays_held_when_its_older_task_ends() {
+        let executing = Executing::default();
+        let run = uuid::Uuid::now_v7();
+        let older = executing.add(run, 1);
+        let newer = executing.add(run, 2);
+        drop(older);
+        assert_eq!(executing.runs(), vec![run], "the newer claim is still executing");
+        drop(newer);
+        assert!(executing.runs().is_empty());
     }
 }
