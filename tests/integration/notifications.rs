@@ -68,7 +68,11 @@ impl Respond for Platform {
 }
 
 async fn setup(fail_first: u32) -> (TestApp, Arc<Mutex<Vec<String>>>, Platform, MockServer) {
-    let app = TestApp::spawn().await;
+    configured(TestApp::spawn().await, fail_first).await
+}
+
+/// `app` with a platform webhook, an SMTP server and an offering.
+async fn configured(app: TestApp, fail_first: u32) -> (TestApp, Arc<Mutex<Vec<String>>>, Platform, MockServer) {
     let (port, mails) = start_smtp();
     let platform = Platform { fail_first: Arc::new(AtomicU32::new(fail_first)), ..Platform::default() };
     let server = MockServer::start().await;
@@ -113,6 +117,36 @@ async fn a_completed_purchase_sends_its_receipt_enrollment_mail_and_webhooks_onc
     let types: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
     assert_eq!(types, ["purchase.created", "purchase.completed"]);
     assert!(events.iter().all(|e| e["data"]["purchase_id"] == json!(id)));
+}
+
+/// Enroll leaves notify what to say in the run's context; a run whose enroll
+/// ran before it did reaches notify without it, and notify reads it instead.
+#[tokio::test]
+async fn notify_reads_the_purchase_when_the_context_carries_no_notice() {
+    let (mut app, mails, _platform, _server) = configured(TestApp::spawn_idle().await, 0).await;
+    let id = app.post_purchase(Some("p"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    // Where such a run stands: paid, its seat enrolled, notify next.
+    sqlx::query(
+        "WITH p AS (UPDATE purchases SET seats_reserved = true, payment_status = 'captured',
+                                         authorized_minor = total_minor, captured_minor = total_minor
+                                     RETURNING id, run_id),
+              s AS (UPDATE seats SET status = 'active', enrolled_at = now() WHERE purchase_id IN (SELECT id FROM p))
+         UPDATE runs SET step = 'notify' WHERE id IN (SELECT run_id FROM p) AND NOT context ? 'notice'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    app.start_worker(crate::support::fast_worker());
+    app.wait_for_status(&id, "completed").await;
+    app.deliver_all().await;
+    let mails = mails.lock().unwrap().clone();
+    let enrolled =
+        mails.iter().find(|m| m.contains("Subject: You are enrolled in Rust 101")).expect("an enrollment mail");
+    assert!(
+        enrolled.contains("To: ana@example.org") && enrolled.contains("https://lms.example/course/42"),
+        "{enrolled}"
+    );
+    assert!(mails.iter().any(|m| m.contains("Subject: Your receipt for Rust 101")), "{mails:#?}");
 }
 
 #[tokio::test]
