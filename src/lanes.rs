@@ -1,14 +1,28 @@
-//! Batching writers shared by the engine's completer and effects ledger and
-//! the sandbox provider's books: a queue
-//! drained by a few lanes, each taking what has gathered (up to a batch) and
+//! Batching writers shared by the engine's completer and effects ledger, the
+//! API's purchase writer and the sandbox provider's books: a queue drained
+//! by a few lanes, each taking what has gathered (up to a batch) and
 //! writing it as one statement. While one lane waits for its commit, another
 //! gathers the next batch.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// A request waiting for a writer, and where its answer goes.
+pub(crate) struct Call<Req, Ans> {
+    pub request: Req,
+    pub reply: oneshot::Sender<Ans>,
+}
+
+/// Hands `request` to the writer behind `sender` and waits for its answer;
+/// `None` when the writer has stopped.
+pub(crate) async fn ask<Req, Ans>(sender: &mpsc::Sender<Call<Req, Ans>>, request: Req) -> Option<Ans> {
+    let (reply, answer) = oneshot::channel();
+    sender.send(Call { request, reply }).await.ok()?;
+    answer.await.ok()
+}
 
 /// Starts `lanes` writers over one queue; `write` gets each batch. A lane
 /// ends when every sender is gone.

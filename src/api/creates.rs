@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::db::purchases::{self, Create};
@@ -22,10 +22,7 @@ const LANES: usize = 2;
 /// had taken its Idempotency-Key, or why it could not be written.
 type Answer = Result<Option<Uuid>, String>;
 
-struct Call {
-    create: Create,
-    reply: oneshot::Sender<Answer>,
-}
+type Call = lanes::Call<Create, Answer>;
 
 #[derive(Clone)]
 pub struct Creates {
@@ -48,10 +45,7 @@ impl Creates {
             })
             .0
         });
-        let (reply, answer) = oneshot::channel();
-        let stopped = || "the purchase writer has stopped".to_owned();
-        writer.send(Call { create, reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        lanes::ask(writer, create).await.unwrap_or_else(|| Err("the purchase writer has stopped".to_owned()))
     }
 }
 
@@ -63,10 +57,10 @@ impl Creates {
 /// answer after which the statement may have committed) goes to every caller:
 /// their retries, with the same keys, find out which.
 async fn write(pool: &PgPool, calls: Vec<Call>) {
-    let by_key = calls.into_iter().map(|c| (format!("{}:{}", c.create.tenant_id, c.create.key), c)).collect();
+    let by_key = calls.into_iter().map(|c| (format!("{}:{}", c.request.tenant_id, c.request.key), c)).collect();
     for round in lanes::rounds(by_key, |(key, _)| key) {
         let round: Vec<Call> = round.into_iter().map(|(_, c)| c).collect();
-        match purchases::create_many(pool, &round.iter().map(|c| &c.create).collect::<Vec<_>>()).await {
+        match purchases::create_many(pool, &round.iter().map(|c| &c.request).collect::<Vec<_>>()).await {
             Ok(created) => reply(round, created),
             Err(e @ sqlx::Error::Database(_)) if round.len() > 1 => {
                 // A key taken by the other lane is the usual cause, and expected.
@@ -74,7 +68,7 @@ async fn write(pool: &PgPool, calls: Vec<Call>) {
                     tracing::warn!(error = %e, creates = round.len(), "create batch refused; writing it one by one");
                 }
                 for call in round {
-                    match purchases::create_many(pool, &[&call.create]).await {
+                    match purchases::create_many(pool, &[&call.request]).await {
                         Ok(created) => reply(vec![call], created),
                         Err(e) if purchases::key_taken(&e) => {
                             let _ = call.reply.send(Ok(None));
@@ -97,6 +91,6 @@ async fn write(pool: &PgPool, calls: Vec<Call>) {
 
 fn reply(calls: Vec<Call>, created: HashMap<Uuid, Uuid>) {
     for call in calls {
-        let _ = call.reply.send(Ok(created.get(&call.create.id).copied()));
+        let _ = call.reply.send(Ok(created.get(&call.request.id).copied()));
     }
 }

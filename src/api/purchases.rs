@@ -82,9 +82,8 @@ pub async fn create(
         payment_method: new.payment_method.clone(),
         customer_email: new.email.clone(),
     };
-    let context = start_context(&facts);
     let run_key = format!("purchase:{purchase_id}");
-    let run = state.engine.new_run(tenant, "purchase", &run_key, &context).map_err(ApiError::internal)?.into();
+    let run = state.engine.new_run(tenant, "purchase", &run_key, start_context(&facts)).map_err(ApiError::internal)?;
     let seat_ids: Vec<Uuid> = (0..new.quantity).map(|_| Uuid::now_v7()).collect();
     // The database keeps microseconds: the answer shows what a read will.
     let created_at = Utc::now().trunc_subsecs(6);
@@ -92,7 +91,7 @@ pub async fn create(
     // The customer's id is the statement's to decide (an existing customer
     // keeps theirs); it fills it in, in the stored answer and in ours.
     let (row, seats) = as_written(&facts, &new, Uuid::nil(), &run, created_at, &seat_ids);
-    let response = to_json(&row, &seats)?;
+    let mut response = to_json(&row, &seats)?;
     let create = db::purchases::Create {
         id: purchase_id,
         tenant_id: tenant,
@@ -104,12 +103,10 @@ pub async fn create(
         created_event,
         run,
         endpoint: ENDPOINT,
-        key,
-        request_hash: hash,
-        response,
+        key: key.clone(),
+        request_hash: hash.clone(),
+        response: response.clone(),
     };
-    let (key, hash) = (create.key.clone(), create.request_hash.clone());
-    let mut response = create.response.clone();
     let Some(customer_id) = state.creates.create(create).await.map_err(ApiError::internal)? else {
         return replay(&state, tenant, &key, &hash, ApiError::internal("an Idempotency-Key was taken, then gone"))
             .await;
@@ -144,7 +141,7 @@ fn as_written(
     facts: &Facts,
     new: &NewPurchase,
     customer_id: Uuid,
-    run: &db::purchases::NewRunOwned,
+    run: &db::runs::NewRun,
     created_at: DateTime<Utc>,
     seat_ids: &[Uuid],
 ) -> (PurchaseRow, Vec<SeatRow>) {

@@ -25,7 +25,7 @@ pub struct Create {
     pub created_at: DateTime<Utc>,
     /// The `purchase.created` webhook, queued in the outbox with the purchase.
     pub created_event: Value,
-    pub run: NewRunOwned,
+    pub run: NewRun,
     pub endpoint: &'static str,
     pub key: String,
     pub request_hash: Vec<u8>,
@@ -33,29 +33,6 @@ pub struct Create {
     /// knows when the customer already exists: it is set there as `cus_<hex>`,
     /// the API's format (`api::ids`), and by the caller from what is returned.
     pub response: Value,
-}
-
-/// `runs::NewRun`, owned.
-pub struct NewRunOwned {
-    pub id: Uuid,
-    pub workflow: String,
-    pub version: i32,
-    pub idempotency_key: String,
-    pub step: String,
-    pub context: Value,
-}
-
-impl From<NewRun<'_>> for NewRunOwned {
-    fn from(r: NewRun<'_>) -> NewRunOwned {
-        NewRunOwned {
-            id: r.id,
-            workflow: r.workflow.to_owned(),
-            version: r.version,
-            idempotency_key: r.idempotency_key.to_owned(),
-            step: r.step.to_owned(),
-            context: r.context.clone(),
-        }
-    }
 }
 
 /// Creates purchases in one statement and one commit, each unless its

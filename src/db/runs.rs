@@ -77,14 +77,15 @@ pub struct Claimed {
     pub last_error: Option<String>,
 }
 
-pub struct NewRun<'a> {
+/// The row that starts a run (see `Engine::new_run`).
+pub struct NewRun {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub workflow: &'a str,
+    pub workflow: String,
     pub version: i32,
-    pub idempotency_key: &'a str,
-    pub step: &'a str,
-    pub context: &'a Value,
+    pub idempotency_key: String,
+    pub step: String,
+    pub context: Value,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -94,7 +95,7 @@ fn millis(d: Duration) -> f64 {
 /// Inserts a run unless one with the same (tenant, idempotency key) exists.
 /// Returns the run's id and whether it is new. Safe under concurrent callers:
 /// the loser's insert waits for the winner's commit and then finds its row.
-pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, bool), sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, new: &NewRun) -> Result<(Uuid, bool), sqlx::Error> {
     // Workers are told in the same statement (delivered at commit).
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "WITH inserted AS (
@@ -107,11 +108,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, 
     )
     .bind(new.id)
     .bind(new.tenant_id)
-    .bind(new.workflow)
+    .bind(&new.workflow)
     .bind(new.version)
-    .bind(new.idempotency_key)
-    .bind(new.step)
-    .bind(new.context)
+    .bind(&new.idempotency_key)
+    .bind(&new.step)
+    .bind(&new.context)
     .bind(RUNS_CHANNEL)
     .fetch_optional(&mut *conn)
     .await?;
@@ -120,7 +121,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewRun<'_>) -> Result<(Uuid, 
     }
     let existing: Uuid = sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
         .bind(new.tenant_id)
-        .bind(new.idempotency_key)
+        .bind(&new.idempotency_key)
         .fetch_one(&mut *conn)
         .await?;
     Ok((existing, false))

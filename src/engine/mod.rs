@@ -146,21 +146,21 @@ impl Engine {
         idempotency_key: &str,
         context: &Value,
     ) -> Result<Started> {
-        let new = self.new_run(tenant_id, workflow, idempotency_key, context)?;
+        let new = self.new_run(tenant_id, workflow, idempotency_key, context.clone())?;
         let (run_id, created) = db::runs::insert(conn, &new).await?;
         Ok(Started { run_id, created })
     }
 
     /// The row that starts a run of the latest version of `workflow`, for a
     /// caller that inserts it in a statement of its own making (see
-    /// `db::purchases::create`); `start` is the usual way.
-    pub fn new_run<'a>(
-        &'a self,
+    /// `db::purchases::create_many`); `start` is the usual way.
+    pub fn new_run(
+        &self,
         tenant_id: Uuid,
-        workflow: &'a str,
-        idempotency_key: &'a str,
-        context: &'a Value,
-    ) -> Result<db::runs::NewRun<'a>> {
+        workflow: &str,
+        idempotency_key: &str,
+        context: Value,
+    ) -> Result<db::runs::NewRun> {
         let def = self.latest_definition(workflow)?;
         if idempotency_key.is_empty() || idempotency_key.len() > 255 {
             return Err(Error::InvalidInput("an idempotency key has 1 to 255 characters".into()));
@@ -168,10 +168,10 @@ impl Engine {
         Ok(db::runs::NewRun {
             id: Uuid::now_v7(),
             tenant_id,
-            workflow,
+            workflow: workflow.to_owned(),
             version: def.version as i32,
-            idempotency_key,
-            step: &def.start,
+            idempotency_key: idempotency_key.to_owned(),
+            step: def.start.clone(),
             context,
         })
     }

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{Authorization, AuthorizeRequest, Captured, PaymentProvider, ProviderError, Refunded};
 use crate::db::sandbox as books;
@@ -34,11 +34,9 @@ pub struct Sandbox {
     books: OnceLock<mpsc::Sender<Call>>,
 }
 
-/// A request waiting for the books' writer, and where its answer goes.
-struct Call {
-    request: books::Request,
-    reply: oneshot::Sender<Result<(i32, Option<Value>), String>>,
-}
+/// A request waiting for the books' writer: the call's number and the
+/// stored answer, or why the books could not be written.
+type Call = lanes::Call<books::Request, Result<(i32, Option<Value>), String>>;
 
 /// Requests that arrive together are written together, in one statement and
 /// one commit (`books::requests`), as a busy provider's own database would.
@@ -74,10 +72,10 @@ impl Sandbox {
     ) -> Result<Value, ProviderError> {
         let outage = if method == "pm_sandbox_flaky" { 2 } else { 0 };
         let request = books::Request { key: key.to_owned(), operation, outage, result, args };
-        let (reply, answer) = oneshot::channel();
-        let stopped = || ProviderError::Unavailable("the sandbox's books have stopped".into());
-        self.books().send(Call { request, reply }).await.map_err(|_| stopped())?;
-        let (calls, stored) = answer.await.map_err(|_| stopped())?.map_err(ProviderError::Unavailable)?;
+        let (calls, stored) = lanes::ask(self.books(), request)
+            .await
+            .ok_or_else(|| ProviderError::Unavailable("the sandbox's books have stopped".into()))?
+            .map_err(ProviderError::Unavailable)?;
         let Some(result) = stored else {
             return Err(ProviderError::Unavailable(format!("sandbox outage (call {calls} of {operation})")));
         };

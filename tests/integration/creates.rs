@@ -48,8 +48,7 @@ fn create(engine: &Engine, tenant_id: Uuid, key: &str, email: &str, name: Option
         payment_method: purchase.payment_method.clone(),
         customer_email: email.into(),
     };
-    let context = start_context(&facts);
-    let run = engine.new_run(tenant_id, "purchase", &format!("purchase:{id}"), &context).unwrap().into();
+    let run = engine.new_run(tenant_id, "purchase", &format!("purchase:{id}"), start_context(&facts)).unwrap();
     Create {
         id,
         tenant_id,
