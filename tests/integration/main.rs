@@ -22,5 +22,6 @@ mod runs;
 mod sandbox;
 mod secrets;
 mod signals;
+mod staged;
 mod support;
 mod webhooks;
