@@ -115,7 +115,7 @@ pub async fn run(c: Chaos) -> anyhow::Result<()> {
     if let Some(pgdata) = &c.pgdata {
         same_server(pgdata, &c.db.database_url)?;
     }
-    let url = crate::bench::fresh_database(&c.db.database_url, "bursar_chaos").await?;
+    let url = db::audit::recreate_database(&c.db.database_url, "bursar_chaos").await?;
     let pool = db::connect(&url, 8).await?;
     db::migrate(&pool).await?;
     let tenant = tenants::create(&pool, "chaos").await?;
@@ -417,10 +417,7 @@ fn nix_is_root() -> bool {
 async fn wait_quiescent(pool: &PgPool, completed: &HashSet<String>, within: Duration) -> anyhow::Result<bool> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        let busy: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status IN ('ready', 'running')")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(1);
+        let busy = db::audit::busy_runs(pool).await.unwrap_or(1);
         let backlog = db::outbox::backlog(pool).await.unwrap_or(1);
         let waiting = waiting_purchases(pool).await.unwrap_or_default();
         let stuck_waiting = waiting.iter().filter(|(id, _)| completed.contains(id)).count();
@@ -433,11 +430,7 @@ async fn wait_quiescent(pool: &PgPool, completed: &HashSet<String>, within: Dura
 }
 
 async fn waiting_purchases(pool: &PgPool) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT p.id, p.payment_status FROM purchases p JOIN runs r ON r.id = p.run_id WHERE r.status = 'waiting'",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = db::audit::waiting_purchases(pool).await?;
     Ok(rows.into_iter().map(|(id, s)| (crate::api::ids::purchase(id), s)).collect())
 }
 
@@ -453,46 +446,33 @@ async fn check(
         v.push("the system did not become quiescent within the time allowed".to_owned());
     }
     // Every purchase is terminal, or waits for a buyer who never acted.
-    let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT p.id, r.status, r.step, p.payment_status, p.total_minor, p.captured_minor, p.refunded_minor,
-                (SELECT coalesce(sum(c.captured_minor), 0)::int8 FROM sandbox_charges c WHERE c.purchase_id = p.id)
-         FROM purchases p JOIN runs r ON r.id = p.run_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = db::audit::purchase_books(pool).await?;
     let mut by_status: HashMap<String, u32> = HashMap::new();
-    for (id, status, step, payment, total, captured, refunded, provider_captured) in &rows {
-        let pid = crate::api::ids::purchase(*id);
-        *by_status.entry(status.clone()).or_default() += 1;
-        let outstanding = status == "waiting" && payment == "requires_action" && !completed_actions.contains(&pid);
-        if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") && !outstanding {
-            v.push(format!("{pid}: run {status} at {step}"));
+    for p in &rows {
+        let pid = crate::api::ids::purchase(p.id);
+        let (status, total, provider_captured) = (p.run_status.as_str(), p.total_minor, p.provider_captured_minor);
+        *by_status.entry(status.to_owned()).or_default() += 1;
+        let outstanding =
+            status == "waiting" && p.payment_status == "requires_action" && !completed_actions.contains(&pid);
+        if !matches!(status, "succeeded" | "failed" | "cancelled") && !outstanding {
+            v.push(format!("{pid}: run {status} at {}", p.run_step));
         }
-        if status == "succeeded" && (*provider_captured != *total || *captured != *total) {
+        if status == "succeeded" && (provider_captured != total || p.captured_minor != total) {
             v.push(format!("{pid}: completed but the provider captured {provider_captured} of {total}"));
         }
-        if *provider_captured > *total {
+        if provider_captured > total {
             v.push(format!("{pid}: captured {provider_captured}, more than its total {total}"));
         }
-        if status == "failed" && provider_captured - refunded != 0 {
-            v.push(format!("{pid}: failed but keeps {} captured", provider_captured - refunded));
+        if status == "failed" && provider_captured - p.refunded_minor != 0 {
+            v.push(format!("{pid}: failed but keeps {} captured", provider_captured - p.refunded_minor));
         }
     }
     // No purchase captured more than once at the provider.
-    let twice: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT purchase_id FROM sandbox_charges WHERE captured_minor > 0 GROUP BY purchase_id HAVING count(*) > 1",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (id,) in twice {
+    for id in db::audit::purchases_captured_twice(pool).await? {
         v.push(format!("{}: captured by more than one charge", crate::api::ids::purchase(id)));
     }
     // Every active seat enrolled at the LMS; no failed purchase's seat enrolled.
-    let seats: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT s.id, s.status, r.status FROM seats s JOIN purchases p ON p.id = s.purchase_id JOIN runs r ON r.id = p.run_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let seats = db::audit::seats_with_run_status(pool).await?;
     let mut lms_duplicates = 0;
     for (seat, status, run_status) in &seats {
         let calls = received.enrollments.get(&crate::api::ids::seat(*seat)).copied().unwrap_or(0);
@@ -505,14 +485,7 @@ async fn check(
         lms_duplicates += calls.saturating_sub(1);
     }
     // No seat beyond capacity.
-    let over: Vec<(String,)> = sqlx::query_as(
-        "SELECT o.id FROM offerings o WHERE o.capacity IS NOT NULL AND o.capacity < (
-            SELECT count(*) FROM seats s JOIN purchases p ON p.id = s.purchase_id
-            WHERE p.offering_id = o.id AND s.status = 'active')",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (o,) in over {
+    for o in db::audit::oversold_offerings(pool).await? {
         v.push(format!("offering {o}: more active seats than its capacity"));
     }
     // Notifications: none sent twice, the outbox drained. Delivery is at
@@ -526,21 +499,13 @@ async fn check(
             v.push(format!("{purchase}: {} different `{kind}` notifications", ids.len()));
         }
     }
-    let (pending, failed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed') FROM outbox",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (pending, failed) = db::audit::undelivered_messages(pool).await?;
     if pending + failed > 0 {
         v.push(format!("outbox not drained: {pending} pending, {failed} failed"));
     }
     // And none lost: every webhook recorded as sent (not skipped for want of
     // a target) reached the platform under its event id.
-    let sent: Vec<String> = sqlx::query_scalar(
-        "SELECT dedup_key FROM outbox WHERE channel = 'webhook' AND status = 'sent' AND last_error IS NULL",
-    )
-    .fetch_all(pool)
-    .await?;
+    let sent = db::audit::delivered_webhook_ids(pool).await?;
     let lost: Vec<&String> = sent.iter().filter(|id| !received.events.contains_key(*id)).collect();
     if !lost.is_empty() {
         v.push(format!("{} webhooks recorded as sent never reached the platform, e.g. {}", lost.len(), lost[0]));

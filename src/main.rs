@@ -1,5 +1,3 @@
-use std::future::Future;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
@@ -310,10 +308,8 @@ fn shutdown_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// `bursar ops runs ...`: the operator's actions are recorded as the CLI's user.

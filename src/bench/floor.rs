@@ -17,7 +17,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{fresh_database, pgbench, pgbench_tps};
+use super::{pgbench, pgbench_tps};
 use sqlx::PgPool;
 
 use crate::config::DbSettings;
@@ -50,7 +50,7 @@ pub struct FloorBench {
 }
 
 pub async fn run(b: FloorBench) -> anyhow::Result<()> {
-    let url = fresh_database(&b.db.database_url, "bursar_bench_floor").await?;
+    let url = crate::db::audit::recreate_database(&b.db.database_url, "bursar_bench_floor").await?;
     let pool = db::connect(&url, 2).await?;
     db::migrate(&pool).await?;
     let figures = measure(&pool, &url, b.purchases, b.batch, b.workflow_clients).await?;
@@ -135,13 +135,8 @@ pub async fn measure(
     let (creates_per_sec, batches_per_sec) = (creates?, batches?);
 
     // The figures count only if every purchase got all the way, paid once.
-    let (succeeded, captured, sent): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM runs WHERE status = 'succeeded'),
-                (SELECT count(*) FROM sandbox_charges WHERE captured_minor = amount_minor),
-                (SELECT count(*) FROM outbox WHERE status = 'sent')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let totals = crate::db::audit::purchase_totals(pool).await?;
+    let (succeeded, captured, sent) = (totals.runs_succeeded, totals.captured_in_full, totals.messages_sent);
     anyhow::ensure!(
         succeeded == purchases as i64 && captured == purchases as i64 && sent == 4 * purchases as i64,
         "{purchases} purchases, but {succeeded} runs succeeded, {captured} charges were captured and {sent} of their \

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::config::DbSettings;
@@ -78,21 +78,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A fresh database named `name` on the server of `url`; returns its URL.
-pub(crate) async fn fresh_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let mut admin_url = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
-    admin_url.set_path("/postgres");
-    let mut admin = PgConnection::connect(admin_url.as_str()).await.context("connecting to the server")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
-    admin_url.set_path(&format!("/{name}"));
-    Ok(admin_url.to_string())
-}
-
 async fn engine(b: EngineBench) -> anyhow::Result<()> {
-    let url = fresh_database(&b.db.database_url, "bursar_bench").await?;
+    let url = db::audit::recreate_database(&b.db.database_url, "bursar_bench").await?;
     let pool = db::connect(&url, b.db.db_pool.max(8 * b.workers as u32)).await?;
     db::migrate(&pool).await?;
     let engine = Engine::new(pool.clone(), workflows::builtin()?, steps::registry(&steps::providers(&pool)))?;
@@ -131,7 +118,8 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
         engine.start_now(crate::engine::SYSTEM_TENANT, "noop", &format!("latency-{i}"), &json!({})).await?;
     }
     wait_for_succeeded(&pool, (b.runs + b.latency_runs) as i64).await?;
-    let (p50, p99) = start_latency_ms(&pool).await?;
+    let (p50, p99) = db::audit::start_latency_ms(&pool, "latency-").await?;
+    let (p50, p99) = (hundredths(p50), hundredths(p99));
     let _ = stop.send(true);
     for h in handles {
         h.await??;
@@ -145,7 +133,7 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
         "steps_per_sec": steps_per_sec.round(),
         "runs": b.runs,
         "steps_per_run": steps_per_run,
-        "drain_seconds": (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+        "drain_seconds": hundredths(elapsed.as_secs_f64()),
         "workers": b.workers,
         "concurrency_per_worker": b.concurrency,
         "enqueue_to_start_ms": {"p50": p50, "p99": p99, "runs": b.latency_runs, "rate_per_sec": b.latency_rate},
@@ -158,12 +146,7 @@ async fn engine(b: EngineBench) -> anyhow::Result<()> {
 
 async fn wait_for_succeeded(pool: &PgPool, expected: i64) -> anyhow::Result<()> {
     loop {
-        let (done, stuck): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'succeeded'),
-                    count(*) FILTER (WHERE status IN ('failed', 'parked', 'cancelled')) FROM runs",
-        )
-        .fetch_one(pool)
-        .await?;
+        let (done, stuck) = db::audit::run_tally(pool, None).await?;
         anyhow::ensure!(stuck == 0, "{stuck} benchmark runs did not succeed");
         if done >= expected {
             return Ok(());
@@ -172,18 +155,8 @@ async fn wait_for_succeeded(pool: &PgPool, expected: i64) -> anyhow::Result<()> 
     }
 }
 
-/// From a run's creation to the start of its first step, measured by the
-/// database's own clock on both ends.
-async fn start_latency_ms(pool: &PgPool) -> anyhow::Result<(f64, f64)> {
-    let (p50, p99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
-         FROM (SELECT extract(epoch FROM (min(h.started_at) - r.created_at)) * 1000 AS ms
-               FROM runs r JOIN run_history h ON h.run_id = r.id
-               WHERE r.idempotency_key LIKE 'latency-%' GROUP BY r.id, r.created_at) t",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(((p50 * 100.0).round() / 100.0, (p99 * 100.0).round() / 100.0))
+fn hundredths(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// `pgbench -N` (no updates of the small tables: the closest stock workload to
@@ -193,7 +166,7 @@ async fn pgbench_tps(url: &str, seconds: u32) -> anyhow::Result<Option<f64>> {
         tracing::warn!("pgbench is not installed; its figure is left out");
         return Ok(None);
     }
-    let bench_url = fresh_database(url, "bursar_pgbench").await?;
+    let bench_url = db::audit::recreate_database(url, "bursar_pgbench").await?;
     let init = Command::new("pgbench").args(["-i", "-q", "-s", "10", &bench_url]).output()?;
     anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
     let tps = pgbench(&["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), &bench_url])?;
@@ -224,7 +197,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let url = fresh_database(&b.db.database_url, "bursar_bench_purchases").await?;
+    let url = db::audit::recreate_database(&b.db.database_url, "bursar_bench_purchases").await?;
     let pool = db::connect(&url, b.db.db_pool).await?;
     db::migrate(&pool).await?;
     let providers = steps::providers(&pool);
@@ -284,8 +257,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     // The time is the database's, from here to the last completion, so the
     // wait below can poll rarely and still measure exactly.
-    let began_at: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&pool).await?;
+    let began_at = db::audit::now(&pool).await?;
     let began = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..b.clients {
@@ -315,12 +287,7 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
     }
     let posted = began.elapsed();
     loop {
-        let (done, stuck): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status IN ('failed', 'parked'))
-             FROM runs WHERE workflow = 'purchase'",
-        )
-        .fetch_one(&pool)
-        .await?;
+        let (done, stuck) = db::audit::run_tally(&pool, Some("purchase")).await?;
         anyhow::ensure!(stuck == 0, "{stuck} purchases did not complete");
         if done as usize >= b.purchases {
             break;
@@ -328,39 +295,22 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
         // Rarely: counting the runs is work for the same two cores.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let seconds: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM max(finished_at) - $1)::float8 FROM runs WHERE workflow = 'purchase'",
-    )
-    .bind(began_at)
-    .fetch_one(&pool)
-    .await?;
+    let seconds = db::audit::seconds_to_last_finish(&pool, "purchase", began_at).await?;
     let elapsed = Duration::from_secs_f64(seconds);
     // Done only when every purchase's messages are: a deliverer that falls
     // behind would grow its backlog without end.
     while db::outbox::backlog(&pool).await? > 0 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let notified_seconds: f64 =
-        sqlx::query_scalar("SELECT extract(epoch FROM max(sent_at) - $1)::float8 FROM outbox WHERE status = 'sent'")
-            .bind(began_at)
-            .fetch_one(&pool)
-            .await?;
-    let (p50, p99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
-         FROM (SELECT extract(epoch FROM (finished_at - created_at)) * 1000 AS ms FROM runs WHERE workflow = 'purchase') t",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM sandbox_charges WHERE captured_minor = amount_minor")
-        .fetch_one(&pool)
-        .await?;
+    let notified_seconds = db::audit::seconds_to_last_send(&pool, began_at).await?;
+    let (p50, p99) = db::audit::run_duration_ms(&pool, "purchase").await?;
+    let captured = db::audit::purchase_totals(&pool).await?.captured_in_full;
     let _ = stop.send(true);
     worker.await??;
     delivery.await?;
     pool.close().await;
     let pgbench_tps =
         if b.pgbench_seconds > 0 { pgbench_tps(&b.db.database_url, b.pgbench_seconds).await? } else { None };
-    let round = |x: f64| (x * 100.0).round() / 100.0;
     println!(
         "{}",
         json!({
@@ -368,9 +318,9 @@ async fn purchases(b: PurchaseBench) -> anyhow::Result<()> {
             "completed_per_sec": (b.purchases as f64 / elapsed.as_secs_f64()).round(),
             "notified_per_sec": (b.purchases as f64 / notified_seconds).round(),
             "purchases": b.purchases,
-            "seconds": round(elapsed.as_secs_f64()),
-            "posting_seconds": round(posted.as_secs_f64()),
-            "create_to_completed_ms": {"p50": round(p50), "p99": round(p99)},
+            "seconds": hundredths(elapsed.as_secs_f64()),
+            "posting_seconds": hundredths(posted.as_secs_f64()),
+            "create_to_completed_ms": {"p50": hundredths(p50), "p99": hundredths(p99)},
             "captured_once": captured,
             "lms_enrollments": enrolled.load(Ordering::Relaxed),
             "clients": b.clients,

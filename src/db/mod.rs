@@ -2,6 +2,7 @@
 //! group. Functions take an executor or a connection so callers decide the
 //! transaction: the business row and the run it starts commit together.
 
+pub mod audit;
 pub mod effects;
 pub mod maintenance;
 pub mod offerings;

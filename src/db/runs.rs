@@ -333,6 +333,18 @@ pub async fn complete(
     .await
 }
 
+/// Runs one of the statements steps stage (`engine::Staged`: SQL from this
+/// module's siblings, taking a JSON array of rows as `$1`) for the rows of a
+/// completion batch, in the completion's transaction.
+pub async fn apply_staged(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &'static str,
+    rows: &[&Value],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sqlx::types::Json(rows)).execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// Runs that just started waiting but whose signal is already in the mailbox
 /// (it came early, or while the step ran) become ready at once. Runs in the
 /// completion's transaction, after its rows are locked, so a signal committed

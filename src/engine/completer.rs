@@ -139,7 +139,7 @@ async fn commit_batch(
     // Only runs whose lease held get their writes: a zombie's change nothing.
     let held = jobs.iter().filter(|j| done.iter().any(|c| c.id == j.completion.run_id));
     for (sql, rows) in group_by_statement(held.flat_map(|j| &j.staged)) {
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sqlx::types::Json(rows)).execute(&mut *tx).await?;
+        db::runs::apply_staged(&mut tx, sql, &rows).await?;
     }
 
     // A cancel requested while the step ran takes effect now that its result is safe.

@@ -387,10 +387,7 @@ impl StepHandler for Enroll {
                             .apply(&change, &key)
                             .await
                             .map(|()| json!({}))
-                            .map_err(|e| {
-                                crate::metrics::adapter_error("lms", lms_kind);
-                                e
-                            })
+                            .inspect_err(|_| crate::metrics::adapter_error("lms", lms_kind))
                             .map_err(|e| match e {
                                 LmsError::Refused(m) => CallError::Definitive(m),
                                 LmsError::Unavailable(m) => CallError::Unknown(m),
