@@ -478,6 +478,12 @@ pub async fn fulfilment(
     }))
 }
 
+/// Staged with rows `{id}`: the purchase could not have its seats (sold
+/// out), so they are cancelled. No counter changes: they were never reserved.
+pub const CANCEL_UNRESERVED_SEATS: &str = "UPDATE seats SET status = 'cancelled'
+     WHERE purchase_id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))
+       AND status = 'unassigned'";
+
 /// Staged with rows `{id}`: the seat is enrolled at the LMS.
 pub const ACTIVATE_SEAT: &str = "UPDATE seats s SET status = 'active', enrolled_at = clock_timestamp()
      FROM jsonb_to_recordset($1) AS x(id uuid)

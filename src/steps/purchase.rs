@@ -199,7 +199,13 @@ impl StepHandler for ReserveSeats {
         // Limited: the guarded UPDATE decides, serialized on the offering's row.
         match db::purchases::reserve_seats(ctx.pool(), p.id).await {
             Ok(true) => Outcome::next("ok"),
-            Ok(false) => Outcome::next("sold_out"),
+            Ok(false) => {
+                // Failed without a seat: its seats will never be, and the
+                // platform hears of it as of any failure.
+                ctx.stage(db::purchases::CANCEL_UNRESERVED_SEATS, json!({"id": p.id}));
+                ctx.emit("webhook", "purchase.failed", status_event(p.id, &p.offering_id, "failed"));
+                Outcome::next("sold_out")
+            }
             Err(e) => Outcome::retry(e),
         }
     }

@@ -119,6 +119,33 @@ async fn a_completed_purchase_sends_its_receipt_enrollment_mail_and_webhooks_onc
     assert!(events.iter().all(|e| e["data"]["purchase_id"] == json!(id)));
 }
 
+#[tokio::test]
+async fn a_sold_out_purchase_tells_the_platform_it_failed_and_cancels_its_seats() {
+    let (app, mails, platform, _server) = setup(0).await;
+    let one_seat = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": 1});
+    assert_eq!(app.put_offering("rust-101", &one_seat).await.status, 200);
+    let first = app.post_purchase(Some("first"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&first, "completed").await;
+    let second = app.post_purchase(Some("second"), &purchase()).await.body["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_status(&second, "failed").await;
+    assert_eq!(failed["failure"]["code"], "sold_out");
+    let seats: Vec<_> = failed["seats"].as_array().unwrap().iter().map(|s| s["status"].clone()).collect();
+    assert_eq!(seats, [json!("cancelled")], "a seat that can never be is cancelled");
+
+    app.deliver_all().await;
+    let events = platform.events.lock().unwrap().clone();
+    let of_second: Vec<_> = (events.iter())
+        .filter(|e| e["data"]["purchase_id"] == json!(second))
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"]["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        of_second,
+        [("purchase.created".to_owned(), "processing".to_owned()), ("purchase.failed".to_owned(), "failed".to_owned())]
+    );
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 2, "the first purchase's receipt and enrollment mail only: {mails:#?}");
+}
+
 /// Enroll leaves notify what to say in the run's context; a run whose enroll
 /// ran before it did reaches notify without it, and notify reads it instead.
 #[tokio::test]

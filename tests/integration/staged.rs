@@ -59,13 +59,14 @@ async fn staged_writes_find_their_rows_by_index_in_a_table_of_thousands() {
         sqlx::query_scalar("SELECT id FROM purchases LIMIT 1").fetch_one(&app.db.pool).await.unwrap();
     let seat: uuid::Uuid = sqlx::query_scalar("SELECT id FROM seats LIMIT 1").fetch_one(&app.db.pool).await.unwrap();
     let effect: String = sqlx::query_scalar("SELECT key FROM effects LIMIT 1").fetch_one(&app.db.pool).await.unwrap();
-    let statements: [(&str, &str, Value); 6] = [
+    let statements: [(&str, &str, Value); 7] = [
         ("SUCCEED", effects::SUCCEED, json!([{"key": effect, "response": {}}])),
         ("FAIL", effects::FAIL, json!([{"key": effect, "error": "no"}])),
         ("SET_PAYMENT", purchases::SET_PAYMENT, json!([{"id": purchase, "status": "authorized"}])),
         ("RESERVE_UNLIMITED", purchases::RESERVE_UNLIMITED, json!([{"id": purchase}])),
         ("ACTIVATE_SEAT", purchases::ACTIVATE_SEAT, json!([{"id": seat}])),
         ("RECORD_FULL_REFUND", purchases::RECORD_FULL_REFUND, json!([{"id": purchase}])),
+        ("CANCEL_UNRESERVED_SEATS", purchases::CANCEL_UNRESERVED_SEATS, json!([{"id": purchase}])),
     ];
     let mut scanning = Vec::new();
     for (name, sql, rows) in statements {
