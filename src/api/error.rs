@@ -39,6 +39,16 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: format!("no such {what}"), field: None }
     }
 
+    /// A route that exists, asked with a method it does not answer.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            kind: "invalid_request",
+            message: "this route does not answer that method".into(),
+            field: None,
+        }
+    }
+
     pub fn unprocessable(field: Option<&str>, message: impl ToString) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,

@@ -27,14 +27,61 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .filter(|k| !k.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         let (tenant_id, key_name) = db::tenants::find_by_key_hash(&state.pool, &tenants::hash_api_key(key))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Caller { tenant_id, key_name })
+    }
+}
+
+/// The token of `Bearer <token>`; the scheme's name is case-insensitive (RFC 9110).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A raw body within the size limit; a larger one is a 413 in the API's
+/// error shape.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<RawBody, ApiError> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let mut e = ApiError::invalid(None, format!("the body is larger than {} bytes", super::BODY_LIMIT));
+                e.status = StatusCode::PAYLOAD_TOO_LARGE;
+                e
+            } else {
+                ApiError::invalid(None, rejection.body_text())
+            }
+        })
+    }
+}
+
+/// A query string. A parameter of the wrong type, or a missing one, is a
+/// 400 `invalid_request` naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<ApiQuery<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                Some(missing) => Some(missing.to_owned()),
+                None => (path != "." && path != "?").then_some(path),
+            };
+            ApiError::invalid(field.as_deref(), format!("the query string: {message}"))
+        })
     }
 }
 
@@ -46,15 +93,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<ApiJson<T>, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let mut e = ApiError::invalid(None, format!("the body is larger than {} bytes", super::BODY_LIMIT));
-                e.status = StatusCode::PAYLOAD_TOO_LARGE;
-                e
-            } else {
-                ApiError::invalid(None, rejection.body_text())
-            }
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if let Some(field) = nul_field(&bytes) {
             return Err(ApiError::invalid(Some(&field), "text may not contain NUL (\\u0000) characters"));
         }
@@ -101,7 +140,8 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
         Some(missing) if path == "." => Some(missing.to_owned()),
         Some(missing) => Some(format!("{path}.{missing}")),
-        None if path != "." => Some(path),
+        // serde_path_to_error writes `?` where the body broke off before a field.
+        None if path != "." && !path.ends_with('?') => Some(path),
         None => None,
     };
     let message =

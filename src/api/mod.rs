@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/runs/{run_id}/replay", post(ops::replay))
         .route("/v1/ops/runs/{run_id}/cancel", post(ops::cancel))
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -3,13 +3,13 @@
 //! the run's audit trail with the API key's name.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use crate::db::runs::{Run, RunFilter};
 use crate::engine::{Cancellation, Error as EngineError, RunStatus};
 use crate::{db, ops};
@@ -25,7 +25,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit)?;
     if let Some(s) = q.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
@@ -95,7 +95,7 @@ pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<ReplayQuery>,
+    ApiQuery(q): ApiQuery<ReplayQuery>,
     ApiJson(body): ApiJson<Reason>,
 ) -> Result<Json<Value>, ApiError> {
     let run = own_run(&state, &caller, &id).await?;

@@ -3,7 +3,7 @@
 //! carries it out, in one transaction with its idempotency key.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, from_value};
+use super::extract::{ApiJson, ApiQuery, Caller, from_value};
 use super::{AppState, ids};
 use crate::db;
 use crate::db::purchases::{PurchaseRow, SeatRow};
@@ -48,18 +48,19 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let key = idempotency_key(&headers)?;
     let hash = request_hash(&body);
-    let new = NewPurchase::parse(from_value::<PurchaseInput>(body)?)?;
-    if state.providers.get(&new.provider).is_none() {
-        return Err(ApiError::unprocessable(
-            Some("payment.provider"),
-            format!("the `{}` provider is not configured on this Bursar", new.provider),
-        ));
-    }
-
     let tenant = caller.tenant_id;
     // Until the create below, nothing is written: a refusal here leaves the
-    // key free, unless an earlier request took it (then that one answers).
+    // key free, unless an earlier request took it (then that one answers,
+    // the key speaking before the body: a changed body is a mismatch).
     let answered = |error: ApiError| replay(&state, tenant, &key, &hash, error);
+    let new = match from_value::<PurchaseInput>(body).and_then(|input| Ok(NewPurchase::parse(input)?)) {
+        Ok(new) if state.providers.get(&new.provider).is_none() => {
+            let why = format!("the `{}` provider is not configured on this Bursar", new.provider);
+            return answered(ApiError::unprocessable(Some("payment.provider"), why)).await;
+        }
+        Ok(new) => new,
+        Err(refused) => return answered(refused).await,
+    };
     let Some(offering) = db::offerings::get(&state.pool, tenant, &new.offering_id).await? else {
         return answered(ApiError::not_found("offering").with_field("offering_id")).await;
     };
@@ -210,7 +211,7 @@ const STATUSES: [&str; 7] =
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit)?;
     let customer_id = match q.customer_id.as_deref() {

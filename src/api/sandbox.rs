@@ -1,12 +1,12 @@
 //! The sandbox provider's test-mode endpoints.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{ApiQuery, Caller};
 use super::{AppState, ids};
 use crate::db;
 use crate::domain::money::{Money, MoneyJson};
@@ -21,7 +21,7 @@ pub struct ChargesQuery {
 pub async fn charges(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ChargesQuery>,
+    ApiQuery(q): ApiQuery<ChargesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let purchase_id = ids::parse_purchase(&q.purchase_id)
         .ok_or_else(|| ApiError::invalid(Some("purchase_id"), "not a purchase id"))?;

@@ -4,7 +4,6 @@
 //! in one transaction, then answered 2xx. The run does the rest.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -12,6 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::extract::RawBody;
 use super::{AppState, ids};
 use crate::{db, signature};
 
@@ -23,19 +23,22 @@ struct Event {
     id: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
     data: EventData,
 }
 
-#[derive(Deserialize)]
+/// What Bursar reads of an event's data: the purchase it concerns, when it
+/// concerns one. Any other event is stored for the record.
+#[derive(Deserialize, Default)]
 struct EventData {
-    purchase_id: String,
+    purchase_id: Option<String>,
 }
 
 pub async fn receive(
     State(state): State<AppState>,
     Path((provider, tenant)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     if !SIGNED_BY_BURSAR.contains(&provider.as_str()) {
         return Err(ApiError::not_found("webhook endpoint"));
@@ -63,7 +66,7 @@ pub async fn receive(
         "payment.authorized" | "payment.failed" => Some(event.kind.as_str()),
         _ => None, // stored for the record; nothing waits for it
     };
-    let purchase = match ids::parse_purchase(&event.data.purchase_id) {
+    let purchase = match event.data.purchase_id.as_deref().and_then(ids::parse_purchase) {
         Some(id) => db::purchases::get(&mut *state.pool.acquire().await?, tenant_id, id).await?,
         None => None,
     };
@@ -76,7 +79,7 @@ pub async fn receive(
     tx.commit().await?;
     crate::metrics::webhook(&provider, if stored { "accepted" } else { "duplicate" });
     if purchase.is_none() {
-        tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for an unknown purchase; stored only");
+        tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for no purchase of this tenant; stored only");
     }
     Ok(Json(json!({"received": true, "duplicate": !stored})))
 }

@@ -117,7 +117,11 @@ impl NewPurchase {
         let enrollment = input.enrollment.unwrap_or(EnrollmentInput { mode: None, assign_to: vec![] });
         let enrollment_mode = match enrollment.mode.as_deref() {
             None | Some("immediate") => "immediate",
-            Some("confirmation") => "confirmation",
+            // Seats invited and accepted by their learners come with the
+            // seat endpoints; until then such a purchase would enroll at once.
+            Some("confirmation") => {
+                return Err(invalid("enrollment.mode", "`confirmation` (invite, then accept) is not supported yet"));
+            }
             Some(other) => {
                 return Err(invalid("enrollment.mode", format!("`{other}` is not immediate or confirmation")));
             }

@@ -43,6 +43,12 @@ async fn requests_without_a_valid_key_are_refused() {
     assert_eq!((wrong.status, wrong.error()), (401, ("unauthorized", None)));
     let put = app.put_offering_raw("x", "bsk_nope", rust_101().to_string()).await;
     assert_eq!(put.status, 401);
+    // The scheme's name is case-insensitive (RFC 9110); the key is not.
+    let url = format!("{}/v1/offerings/x", app.address);
+    let lower = app.client.get(&url).header("authorization", format!("bearer {}", app.api_key)).send().await.unwrap();
+    assert_eq!(lower.status(), 404, "authenticated, and x does not exist");
+    let upper = app.client.get(&url).header("authorization", format!("Bearer {}", app.api_key.to_uppercase()));
+    assert_eq!(upper.send().await.unwrap().status(), 401);
     assert_eq!(app.get_offering("x").await.status, 404, "and the refused PUT stored nothing");
 }
 
@@ -89,7 +95,7 @@ async fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
     body.as_object_mut().unwrap().remove("title");
     assert_eq!(app.put_offering("bad", &body).await.error(), ("invalid_request", Some("title")));
     let a = app.put_offering_raw("bad", &app.api_key, "{not json".into()).await;
-    assert_eq!((a.status, a.error().0), (400, "invalid_request"));
+    assert_eq!((a.status, a.error()), (400, ("invalid_request", None)), "no field to name");
     let huge = json!({"title": "x".repeat(100_000), "price": {"amount": "1.00", "currency": "USD"}});
     let a = app.put_offering("bad", &huge).await;
     assert_eq!((a.status, a.error().0), (413, "invalid_request"));
@@ -119,4 +125,6 @@ async fn unknown_routes_answer_in_the_error_shape() {
     assert_eq!((h.status, h.body["status"].as_str()), (200, Some("ok")));
     let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, 200);
+    let m = app.send(reqwest::Method::DELETE, "/v1/purchases", Some(&app.api_key), None).await;
+    assert_eq!((m.status, m.error()), (405, ("invalid_request", None)), "a method the route does not answer");
 }

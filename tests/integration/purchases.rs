@@ -90,6 +90,16 @@ async fn the_same_key_and_body_answer_the_first_purchase_even_concurrently() {
     elsewhere["offering_id"] = json!("nope");
     let mismatch = app.post_purchase(Some("retry-me"), &elsewhere).await;
     assert_eq!((mismatch.status, mismatch.error().0), (422, "idempotency_mismatch"), "the key speaks first");
+    // Before the body is judged, too: a taken key with a changed body is a
+    // mismatch, whatever is wrong with the new body.
+    let mut invalid = purchase("pm_sandbox_ok");
+    invalid["quantity"] = json!(0);
+    let mut unconfigured = purchase("pm_sandbox_ok");
+    unconfigured["payment"]["provider"] = json!("stripe");
+    for body in [invalid, unconfigured] {
+        let mismatch = app.post_purchase(Some("retry-me"), &body).await;
+        assert_eq!((mismatch.status, mismatch.error().0), (422, "idempotency_mismatch"), "{body}");
+    }
     let missing = app.post_purchase(None, &purchase("pm_sandbox_ok")).await;
     assert_eq!((missing.status, missing.error()), (400, ("invalid_request", Some("Idempotency-Key"))));
 }
@@ -179,6 +189,7 @@ async fn bad_purchase_requests_are_refused_and_store_nothing() {
         ),
         (json!({"customer": {"email": "not-an-email"}}), 400, "invalid_request", Some("customer.email")),
         (json!({"offering_id": "nope"}), 404, "not_found", Some("offering_id")),
+        (json!({"enrollment": {"mode": "confirmation"}}), 400, "invalid_request", Some("enrollment.mode")),
         // PostgreSQL cannot store NUL in text.
         (
             json!({"customer": {"email": "ana@example.org", "name": "Ana\u{0}"}}),
@@ -197,7 +208,7 @@ async fn bad_purchase_requests_are_refused_and_store_nothing() {
     }
     assert_eq!(app.list_purchases("").await.body["data"], json!([]));
     // A refused request did not use up its key.
-    let ok = app.post_purchase(Some("bad-5"), &purchase("pm_sandbox_ok")).await;
+    let ok = app.post_purchase(Some("bad-6"), &purchase("pm_sandbox_ok")).await;
     assert_eq!(ok.status, 201);
 }
 
@@ -226,6 +237,11 @@ async fn another_tenant_cannot_see_a_purchase_and_lists_page_with_a_cursor() {
     assert_eq!(mine.status, 200);
     assert_eq!(app.list_purchases("status=bogus").await.error(), ("invalid_request", Some("status")));
     assert_eq!(app.list_purchases("limit=501").await.error(), ("invalid_request", Some("limit")));
+    let not_a_number = app.list_purchases("limit=abc").await;
+    assert_eq!((not_a_number.status, not_a_number.error()), (400, ("invalid_request", Some("limit"))));
+    let path = "/v1/sandbox/charges";
+    let unnamed = app.send(reqwest::Method::GET, path, Some(&app.api_key), None).await;
+    assert_eq!((unnamed.status, unnamed.error()), (400, ("invalid_request", Some("purchase_id"))));
 }
 
 #[tokio::test]

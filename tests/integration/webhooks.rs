@@ -87,6 +87,29 @@ async fn the_same_webhook_twice_has_one_effect() {
     assert_eq!(bursar::db::webhooks::count(&app.db.pool, app.tenant_id).await.unwrap(), 1);
 }
 
+/// A provider sends events Bursar has no use for (a dispute, a payout): signed
+/// correctly, they are stored and acknowledged, not refused and resent.
+#[tokio::test]
+async fn a_signed_event_about_no_purchase_is_stored_and_acknowledged() {
+    let app = TestApp::spawn().await;
+    let secret = app.webhook_secret("sandbox").await;
+    let tenant = app.tenant_id.to_string();
+    for body in [
+        json!({"id": "evt_dispute", "type": "charge.dispute.created", "data": {"reference": "sbx_1"}}),
+        json!({"id": "evt_ping", "type": "ping"}),
+    ] {
+        let body = body.to_string();
+        let signed = bursar::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
+        let first = app.post_webhook("sandbox", &tenant, Some(&signed), &body).await;
+        assert_eq!((first.status, first.body["duplicate"].clone()), (200, json!(false)), "{body}");
+        let again = app.post_webhook("sandbox", &tenant, Some(&signed), &body).await;
+        assert_eq!((again.status, again.body["duplicate"].clone()), (200, json!(true)), "{body}");
+    }
+    assert_eq!(bursar::db::webhooks::count(&app.db.pool, app.tenant_id).await.unwrap(), 2);
+    let signals: i64 = sqlx::query_scalar("SELECT count(*) FROM signals").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(signals, 0, "nothing waits for them");
+}
+
 #[tokio::test]
 async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
     let app = TestApp::spawn().await;
@@ -110,6 +133,10 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_stores_nothing() {
     let voucher = bursar::signature::sign(&app.webhook_secret("voucher").await, now, body.as_bytes());
     assert_eq!(app.post_webhook("sandbox", &tenant, Some(&voucher), &body).await.status, 400);
     assert_eq!(app.post_webhook("sandbox", "not-a-tenant", None, &body).await.status, 404);
+    // Too large to read: refused in the error shape before anything is looked at.
+    let huge = json!({"id": "evt_huge", "type": "payment.authorized", "data": {"padding": "x".repeat(100_000)}});
+    let a = app.post_webhook("sandbox", &tenant, None, &huge.to_string()).await;
+    assert_eq!((a.status, a.error().0), (413, "invalid_request"));
 
     assert_eq!(bursar::db::webhooks::count(&app.db.pool, app.tenant_id).await.unwrap(), 0);
     let signals: i64 = sqlx::query_scalar("SELECT count(*) FROM signals").fetch_one(&app.db.pool).await.unwrap();
