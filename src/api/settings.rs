@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use crate::db;
-use crate::domain::settings::{LmsTarget, Notifications};
+use crate::domain::settings::{LmsTarget, Notifications, merge_provider_credentials};
 
 #[derive(Deserialize)]
 pub struct Patch {
@@ -38,15 +38,7 @@ pub async fn patch(
         notifications = serde_json::to_value(Notifications::parse(v)?).map_err(ApiError::internal)?;
     }
     if let Some(v) = patch.providers {
-        let Value::Object(given) = v else {
-            return Err(ApiError::invalid(Some("providers"), "providers is an object by provider name"));
-        };
-        for (name, credentials) in given {
-            if !["stripe", "paypal"].contains(&name.as_str()) || !credentials.is_object() {
-                return Err(ApiError::invalid(Some(&format!("providers.{name}")), "stripe or paypal credentials"));
-            }
-            providers[name] = credentials;
-        }
+        merge_provider_credentials(&mut providers, v)?;
     }
     db::settings::put(&mut *tx, caller.tenant_id, &lms, &notifications, &providers).await?;
     tx.commit().await?;

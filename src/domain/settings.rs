@@ -127,6 +127,57 @@ impl Notifications {
     }
 }
 
+/// The credentials each provider takes, as API.md names them.
+const PROVIDER_FIELDS: [(&str, &[&str]); 2] =
+    [("stripe", &["api_key", "webhook_secret"]), ("paypal", &["client_id", "client_secret", "webhook_id"])];
+
+/// Applies a PATCH's `providers` to the stored credentials, field by field
+/// (a JSON merge patch, RFC 7396): a field given replaces that field, `null`
+/// removes it, a field not given is kept, so rotating one secret does not
+/// erase the others. Unknown providers and fields, and values that are not
+/// text, are refused naming them.
+pub fn merge_provider_credentials(stored: &mut Value, patch: Value) -> Result<(), InvalidField> {
+    let Value::Object(patch) = patch else {
+        return Err(invalid("providers", "providers is an object by provider name"));
+    };
+    if !stored.is_object() {
+        *stored = json!({});
+    }
+    for (name, given) in patch {
+        let field = format!("providers.{name}");
+        let Some((_, known)) = PROVIDER_FIELDS.iter().find(|(p, _)| *p == name) else {
+            return Err(invalid(&field, "credentials are kept for stripe and paypal"));
+        };
+        let credentials = &mut stored[&name];
+        match given {
+            Value::Null => *credentials = Value::Null,
+            Value::Object(fields) => {
+                if !credentials.is_object() {
+                    *credentials = json!({});
+                }
+                for (key, value) in fields {
+                    let field = format!("{field}.{key}");
+                    if !known.contains(&key.as_str()) {
+                        return Err(invalid(&field, format!("{name} takes {}", known.join(", "))));
+                    }
+                    match value {
+                        Value::Null => {
+                            credentials.as_object_mut().expect("an object").remove(&key);
+                        }
+                        Value::String(text) if !text.is_empty() && text.len() <= 1024 => {
+                            credentials[&key] = json!(text)
+                        }
+                        _ => return Err(invalid(&field, "a credential is text of 1 to 1024 characters")),
+                    }
+                }
+            }
+            _ => return Err(invalid(&field, "credentials are an object, or null to remove them")),
+        }
+    }
+    stored.as_object_mut().expect("an object").retain(|_, v| v.as_object().is_some_and(|o| !o.is_empty()));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

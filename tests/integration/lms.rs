@@ -164,3 +164,42 @@ async fn a_refund_step_that_runs_again_after_its_refund_was_recorded_refunds_not
     let charge = &app.sandbox_charges(&id).await.body["data"][0];
     assert_eq!(charge["refunded"]["amount"], "49.00", "the provider refunded once: the step asked before calling");
 }
+
+#[tokio::test]
+async fn provider_credentials_are_checked_and_patched_field_by_field() {
+    let app = TestApp::spawn().await;
+    let stored = || async { bursar::db::settings::get(&app.db.pool, app.tenant_id).await.unwrap().2 };
+    let both = json!({"providers": {"stripe": {"api_key": "sk_test_1", "webhook_secret": "whsec_1"}}});
+    assert_eq!(app.patch_settings(&both).await.status, 200);
+    // Rotating the webhook secret keeps the API key.
+    let rotated = app.patch_settings(&json!({"providers": {"stripe": {"webhook_secret": "whsec_2"}}})).await;
+    assert_eq!(rotated.status, 200);
+    assert_eq!(rotated.body["providers"]["stripe"], json!({"api_key": {"set": true}, "webhook_secret": {"set": true}}));
+    assert_eq!(stored().await["stripe"], json!({"api_key": "sk_test_1", "webhook_secret": "whsec_2"}));
+
+    let refused = [
+        (json!({"stripe": {"bogus": "1"}}), "providers.stripe.bogus"),
+        (json!({"stripe": {"api_key": 42}}), "providers.stripe.api_key"),
+        (json!({"stripe": {"api_key": ""}}), "providers.stripe.api_key"),
+        (json!({"paypal": {"api_key": "x"}}), "providers.paypal.api_key"),
+        (json!({"adyen": {"api_key": "x"}}), "providers.adyen"),
+        (json!({"stripe": "sk_test_3"}), "providers.stripe"),
+        (json!(["stripe"]), "providers"),
+    ];
+    for (providers, field) in refused {
+        let a = app.patch_settings(&json!({"providers": providers})).await;
+        assert_eq!((a.status, a.error()), (400, ("invalid_request", Some(field))), "{providers}");
+    }
+    assert_eq!(stored().await["stripe"]["api_key"], "sk_test_1", "a refused PATCH changes nothing");
+
+    // null removes a field, or a provider's credentials altogether.
+    let paypal = json!({"providers": {"paypal": {"client_id": "c", "client_secret": "s", "webhook_id": "w"},
+                                      "stripe": {"webhook_secret": null}}});
+    assert_eq!(app.patch_settings(&paypal).await.status, 200);
+    assert_eq!(stored().await["stripe"], json!({"api_key": "sk_test_1"}));
+    let removed = app.patch_settings(&json!({"providers": {"stripe": null}})).await;
+    assert_eq!(
+        removed.body["providers"],
+        json!({"paypal": {"client_id": {"set": true}, "client_secret": {"set": true}, "webhook_id": {"set": true}}})
+    );
+}
