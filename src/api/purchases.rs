@@ -232,10 +232,11 @@ pub async fn list(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more.then(|| rows.last().map(|r| ids::purchase(r.id))).flatten();
-    let mut conn = state.pool.acquire().await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut seats = db::purchases::seats_of(&state.pool, &ids).await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
-        data.push(to_json(row, &db::purchases::seats(&mut conn, row.id).await?)?);
+        data.push(to_json(row, &seats.remove(&row.id).unwrap_or_default())?);
     }
     Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
 }

@@ -254,6 +254,31 @@ pub async fn seats(conn: &mut PgConnection, purchase_id: Uuid) -> Result<Vec<Sea
     .await
 }
 
+/// The seats of many purchases in one query (a page of a list), by purchase.
+pub async fn seats_of(
+    pool: &PgPool,
+    purchase_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<SeatRow>>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Owned {
+        purchase_id: Uuid,
+        #[sqlx(flatten)]
+        seat: SeatRow,
+    }
+    let rows: Vec<Owned> = sqlx::query_as(
+        "SELECT purchase_id, id, status, assignee_email, assignee_lms_user_id, enrolled_at FROM seats
+         WHERE purchase_id = ANY($1) ORDER BY purchase_id, position",
+    )
+    .bind(purchase_ids)
+    .fetch_all(pool)
+    .await?;
+    let mut by_purchase: std::collections::HashMap<Uuid, Vec<SeatRow>> = std::collections::HashMap::new();
+    for row in rows {
+        by_purchase.entry(row.purchase_id).or_default().push(row.seat);
+    }
+    Ok(by_purchase)
+}
+
 pub struct ListFilter {
     pub customer_id: Option<Uuid>,
     pub status: Option<String>,

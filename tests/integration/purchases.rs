@@ -378,4 +378,10 @@ async fn a_bulk_purchase_answers_what_was_stored_and_enrolls_the_assigned_seats(
     let statuses: Vec<&str> = done["seats"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["active", "active", "unassigned"], "seats past the list wait for an assignment");
     assert!(created.body["seats"].as_array().unwrap().iter().all(|s| s["status"] == "unassigned"));
+
+    // A list shows each purchase as a read of it does, seats in order.
+    let single = app.post_purchase(Some("single"), &purchase("pm_sandbox_ok")).await.body["id"].clone();
+    let single = app.wait_for_status(single.as_str().unwrap(), "completed").await;
+    let listed = app.list_purchases("").await.body;
+    assert_eq!(listed["data"], json!([single, done]));
 }
