@@ -7,24 +7,30 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::api::ids;
+use crate::api::views::{Lease, RunReport, RunSummary};
 use crate::db;
 use crate::db::runs::Run;
 
 /// A run as a line in a list.
+pub fn run_summary(r: &Run) -> RunSummary {
+    RunSummary {
+        id: ids::run(r.id),
+        workflow: r.workflow.clone(),
+        version: r.version,
+        status: r.status.clone(),
+        step: r.step.clone(),
+        attempt: r.attempt,
+        wake_at: r.wake_at,
+        failure_code: r.failure_code.clone(),
+        last_error: r.last_error.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+/// `run_summary` as JSON, for the command line's tables.
 pub fn summary(r: &Run) -> Value {
-    json!({
-        "id": ids::run(r.id),
-        "workflow": r.workflow,
-        "version": r.version,
-        "status": r.status,
-        "step": r.step,
-        "attempt": r.attempt,
-        "wake_at": r.wake_at,
-        "failure_code": r.failure_code,
-        "last_error": r.last_error,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-    })
+    serde_json::to_value(run_summary(r)).expect("a summary serializes")
 }
 
 /// The whole story of a run: each attempt, the effects with their keys and
@@ -34,17 +40,19 @@ pub async fn report(pool: &PgPool, run: &Run) -> Result<Value, sqlx::Error> {
     let effects = db::effects::for_run(pool, run.id).await?;
     let signals = db::signals::for_run(pool, run.id).await?;
     let actions = db::runs::actions(pool, run.id).await?;
-    let mut out = summary(run);
-    out["context"] = run.context.clone();
-    out["waiting_for"] = json!(run.waiting_for);
-    out["lease"] = json!({"owner": run.lease_owner, "expires_at": run.lease_expires_at, "token": run.lease_token});
-    out["cancel_requested_at"] = json!(run.cancel_requested_at);
-    out["finished_at"] = json!(run.finished_at);
-    out["timeline"] = json!(history);
-    out["effects"] = json!(effects);
-    out["signals"] = json!(signals);
-    out["actions"] = json!(actions);
-    Ok(out)
+    let report = RunReport {
+        run: run_summary(run),
+        context: run.context.clone(),
+        waiting_for: run.waiting_for.clone(),
+        lease: Lease { owner: run.lease_owner.clone(), expires_at: run.lease_expires_at, token: run.lease_token },
+        cancel_requested_at: run.cancel_requested_at,
+        finished_at: run.finished_at,
+        timeline: json!(history),
+        effects: json!(effects),
+        signals: json!(signals),
+        actions: json!(actions),
+    };
+    Ok(serde_json::to_value(report).expect("a report serializes"))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::views::{ErrorBody, ErrorDetail};
 use crate::domain::offering::InvalidField;
 
 #[derive(Debug)]
@@ -101,10 +101,7 @@ impl From<InvalidField> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"type": self.kind, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = field.into();
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let error = ErrorDetail { kind: self.kind.to_owned(), message: self.message, field: self.field };
+        (self.status, Json(ErrorBody { error })).into_response()
     }
 }

@@ -10,13 +10,13 @@ mod ops;
 mod purchases;
 mod sandbox;
 mod settings;
+pub mod views;
 mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use sqlx::PgPool;
 
 use crate::engine::Engine;
@@ -78,17 +78,18 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// The process is up.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<views::Health> {
+    Json(views::Health { status: "ok".into(), reason: None })
 }
 
 /// The process can do its work: the database answers.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<views::Health>) {
     match crate::db::ping(&state.pool).await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(_) => (StatusCode::OK, Json(views::Health { status: "ready".into(), reason: None })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database"})))
+            let down = views::Health { status: "unavailable".into(), reason: Some("database".into()) };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(down))
         }
     }
 }

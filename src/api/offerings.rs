@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
+use super::{AppState, views};
 use crate::db;
 use crate::db::offerings::{OfferingRow, Upsert, Upserted};
 use crate::domain::money::{Money, MoneyJson};
@@ -54,15 +54,16 @@ pub async fn get(
 fn to_json(row: &OfferingRow) -> Result<Value, ApiError> {
     let currency = row.currency.parse().map_err(ApiError::internal)?;
     let price = Money::new(row.price_amount, currency).map_err(ApiError::internal)?;
-    Ok(json!({
-        "id": row.id,
-        "title": row.title,
-        "price": MoneyJson::from(price),
-        "capacity": row.capacity,
-        "kind": row.kind,
-        "lms": {"course_id": row.lms_course_id, "url": row.lms_url},
-        "seats_taken": row.seats_taken,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }))
+    let offering = views::Offering {
+        id: row.id.clone(),
+        title: row.title.clone(),
+        price: MoneyJson::from(price),
+        capacity: row.capacity,
+        kind: row.kind.clone(),
+        lms: views::OfferingLms { course_id: row.lms_course_id.clone(), url: row.lms_url.clone() },
+        seats_taken: row.seats_taken,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    };
+    serde_json::to_value(offering).map_err(ApiError::internal)
 }

@@ -5,11 +5,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::views::{CancelAnswer, Page, ReplayAnswer, RunSummary};
 use crate::db::runs::{Run, RunFilter};
 use crate::engine::{Cancellation, Error as EngineError, RunStatus};
 use crate::{db, ops};
@@ -26,7 +27,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RunSummary>>, ApiError> {
     let limit = super::page_limit(q.limit)?;
     if let Some(s) = q.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
         return Err(ApiError::invalid(Some("status"), format!("`{s}` is not a run status")));
@@ -47,7 +48,7 @@ pub async fn list(
     let more = runs.len() as i64 > limit;
     runs.truncate(limit as usize);
     let next_cursor = more.then(|| runs.last().map(|r| super::ids::run(r.id))).flatten();
-    Ok(Json(json!({"data": runs.iter().map(ops::summary).collect::<Vec<_>>(), "next_cursor": next_cursor})))
+    Ok(Json(Page { data: runs.iter().map(ops::run_summary).collect(), next_cursor }))
 }
 
 async fn own_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
@@ -97,14 +98,15 @@ pub async fn replay(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ReplayQuery>,
     ApiJson(body): ApiJson<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayAnswer>, ApiError> {
     let run = own_run(&state, &caller, &id).await?;
     let plan = ops::replay_plan(&state.pool, &run).await?;
     if !q.dry_run {
         state.engine.replay(run.id, &body.reason, &actor(&caller)).await.map_err(engine_error)?;
     }
     let run = db::runs::get(&state.pool, run.id).await?.ok_or_else(|| ApiError::not_found("run"))?;
-    Ok(Json(json!({"dry_run": q.dry_run, "resumes_at": run.step, "effects": plan, "run": ops::summary(&run)})))
+    let effects = serde_json::to_value(plan).map_err(ApiError::internal)?;
+    Ok(Json(ReplayAnswer { dry_run: q.dry_run, resumes_at: run.step.clone(), effects, run: ops::run_summary(&run) }))
 }
 
 pub async fn cancel(
@@ -112,7 +114,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CancelAnswer>, ApiError> {
     let run = own_run(&state, &caller, &id).await?;
     let done = state.engine.cancel(run.id, &body.reason, &actor(&caller)).await.map_err(engine_error)?;
     let run = db::runs::get(&state.pool, run.id).await?.ok_or_else(|| ApiError::not_found("run"))?;
@@ -120,5 +122,5 @@ pub async fn cancel(
         Cancellation::Applied => "applied",
         Cancellation::Requested => "requested",
     };
-    Ok(Json(json!({"cancellation": cancellation, "run": ops::summary(&run)})))
+    Ok(Json(CancelAnswer { cancellation: cancellation.into(), run: ops::run_summary(&run) }))
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller, from_value};
-use super::{AppState, ids};
+use super::{AppState, ids, views};
 use crate::db;
 use crate::db::purchases::{PurchaseRow, SeatRow};
 use crate::domain::money::{Currency, Money, MoneyJson};
@@ -238,7 +238,7 @@ pub async fn list(
     for row in &rows {
         data.push(to_json(row, &seats.remove(&row.id).unwrap_or_default())?);
     }
-    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
+    Ok(Json(serde_json::to_value(views::Page { data, next_cursor }).map_err(ApiError::internal)?))
 }
 
 async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<Value>, ApiError> {
@@ -254,36 +254,36 @@ async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Opti
 fn to_json(p: &PurchaseRow, seats: &[SeatRow]) -> Result<Value, ApiError> {
     let currency: Currency = p.currency.parse().map_err(ApiError::internal)?;
     let money = |minor: i64| MoneyJson::from(Money::from_minor(minor, currency));
-    let seats: Vec<Value> = seats
-        .iter()
-        .map(|s| {
-            json!({
-                "id": ids::seat(s.id),
-                "status": s.status,
-                "assignee": (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some())
-                    .then(|| json!({"email": s.assignee_email, "lms_user_id": s.assignee_lms_user_id})),
-                "enrolled_at": s.enrolled_at,
-            })
+    let seats = (seats.iter())
+        .map(|s| views::Seat {
+            id: ids::seat(s.id),
+            status: s.status.clone(),
+            assignee: (s.assignee_email.is_some() || s.assignee_lms_user_id.is_some()).then(|| views::Assignee {
+                email: s.assignee_email.clone(),
+                lms_user_id: s.assignee_lms_user_id.clone(),
+            }),
+            enrolled_at: s.enrolled_at,
         })
         .collect();
-    Ok(json!({
-        "id": ids::purchase(p.id),
-        "status": p.status,
-        "offering_id": p.offering_id,
-        "quantity": p.quantity,
-        "total": money(p.total_minor),
-        "customer_id": ids::customer(p.customer_id),
-        "payment": {
-            "provider": p.provider,
-            "status": p.payment_status,
-            "reference": p.payment_reference,
-            "captured": money(p.captured_minor),
-            "refunded": money(p.refunded_minor),
-            "next_action": p.next_action,
+    let purchase = views::Purchase {
+        id: ids::purchase(p.id),
+        status: p.status.clone(),
+        offering_id: p.offering_id.clone(),
+        quantity: p.quantity,
+        total: money(p.total_minor),
+        customer_id: ids::customer(p.customer_id),
+        payment: views::Payment {
+            provider: p.provider.clone(),
+            status: p.payment_status.clone(),
+            reference: p.payment_reference.clone(),
+            captured: money(p.captured_minor),
+            refunded: money(p.refunded_minor),
+            next_action: p.next_action.clone(),
         },
-        "seats": seats,
-        "failure": (p.status == "failed").then(|| json!({"code": p.failure_code})),
-        "run": {"id": ids::run(p.run_id), "status": p.run_status, "step": p.run_step},
-        "created_at": p.created_at,
-    }))
+        seats,
+        failure: (p.status == "failed").then(|| views::Failure { code: p.failure_code.clone() }),
+        run: views::RunRef { id: ids::run(p.run_id), status: p.run_status.clone(), step: p.run_step.clone() },
+        created_at: p.created_at,
+    };
+    serde_json::to_value(purchase).map_err(ApiError::internal)
 }

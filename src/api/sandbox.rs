@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Caller};
+use super::views::{Page, SandboxCharge, SandboxCompletion, SentWebhook};
 use super::{AppState, ids};
 use crate::db;
 use crate::domain::money::{Money, MoneyJson};
@@ -22,7 +23,7 @@ pub async fn charges(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ChargesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<SandboxCharge>>, ApiError> {
     let purchase_id = ids::parse_purchase(&q.purchase_id)
         .ok_or_else(|| ApiError::invalid(Some("purchase_id"), "not a purchase id"))?;
     let charges = db::sandbox::for_purchase(&state.pool, caller.tenant_id, purchase_id).await?;
@@ -30,17 +31,17 @@ pub async fn charges(
     for c in charges {
         let currency = c.currency.parse().map_err(ApiError::internal)?;
         let money = |minor| MoneyJson::from(Money::from_minor(minor, currency));
-        data.push(json!({
-            "reference": c.reference,
-            "payment_method": c.payment_method,
-            "status": c.status,
-            "amount": money(c.amount_minor),
-            "captured": money(c.captured_minor),
-            "refunded": money(c.refunded_minor),
-            "created_at": c.created_at,
-        }));
+        data.push(SandboxCharge {
+            reference: c.reference,
+            payment_method: c.payment_method,
+            status: c.status,
+            amount: money(c.amount_minor),
+            captured: money(c.captured_minor),
+            refunded: money(c.refunded_minor),
+            created_at: c.created_at,
+        });
     }
-    Ok(Json(json!({"data": data, "next_cursor": null})))
+    Ok(Json(Page { data, next_cursor: None }))
 }
 
 /// The buyer completes the sandbox's action (3-D Secure, an approval): the
@@ -50,22 +51,22 @@ pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,
     Path(reference): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SandboxCompletion>, ApiError> {
     let charge = db::sandbox::charge(&state.pool, &reference).await?;
     let charge = charge.filter(|c| c.tenant_id == caller.tenant_id).ok_or_else(|| ApiError::not_found("payment"))?;
     if db::sandbox::complete_action(&state.pool, caller.tenant_id, &reference).await?.is_none() {
         return Err(ApiError::conflict(format!("the payment is {}, not waiting for an action", charge.status)));
     }
+    let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     let event = json!({
-        "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        "id": event_id,
         "type": "payment.authorized",
         "created": chrono::Utc::now().timestamp(),
         "data": {"reference": reference, "purchase_id": ids::purchase(charge.purchase_id)},
     });
     let delivered = deliver(&state, caller.tenant_id, &event).await;
-    Ok(Json(json!({"reference": reference, "status": "authorized", "webhook": {
-        "event_id": event["id"], "delivered": delivered.is_ok(), "error": delivered.err(),
-    }})))
+    let webhook = SentWebhook { event_id, delivered: delivered.is_ok(), error: delivered.err() };
+    Ok(Json(SandboxCompletion { reference, status: "authorized".into(), webhook }))
 }
 
 async fn deliver(state: &AppState, tenant_id: uuid::Uuid, event: &Value) -> Result<u16, String> {

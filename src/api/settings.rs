@@ -6,9 +6,9 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
+use super::{AppState, views};
 use crate::db;
 use crate::domain::settings::{LmsTarget, Notifications, merge_provider_credentials};
 
@@ -64,5 +64,10 @@ fn view(lms: Value, notifications: Value, providers: Value) -> Result<Value, Api
                 .collect()
         })
         .unwrap_or_default();
-    Ok(json!({"lms": lms.redacted(), "notifications": notifications.redacted(), "providers": providers}))
+    let settings = views::Settings {
+        lms: lms.redacted(),
+        notifications: notifications.redacted(),
+        providers: Value::Object(providers),
+    };
+    serde_json::to_value(settings).map_err(ApiError::internal)
 }

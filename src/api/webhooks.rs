@@ -7,11 +7,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::RawBody;
+use super::views::WebhookReceipt;
 use super::{AppState, ids};
 use crate::{db, signature};
 
@@ -39,7 +40,7 @@ pub async fn receive(
     Path((provider, tenant)): Path<(String, String)>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookReceipt>, ApiError> {
     if !SIGNED_BY_BURSAR.contains(&provider.as_str()) {
         return Err(ApiError::not_found("webhook endpoint"));
     }
@@ -81,5 +82,5 @@ pub async fn receive(
     if purchase.is_none() {
         tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for no purchase of this tenant; stored only");
     }
-    Ok(Json(json!({"received": true, "duplicate": !stored})))
+    Ok(Json(WebhookReceipt { received: true, duplicate: !stored }))
 }

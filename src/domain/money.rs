@@ -166,9 +166,12 @@ impl fmt::Display for Money {
 }
 
 /// Money as the API writes it: `{"amount": "49.00", "currency": "USD"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Money, example = json!({"amount": "49.00", "currency": "USD"}))]
 pub struct MoneyJson {
+    /// A decimal string with no more decimals than the currency has.
     pub amount: String,
+    /// An ISO 4217 code.
     pub currency: String,
 }
 

@@ -21,19 +21,23 @@ impl Kind {
 }
 
 /// The request body of `PUT /v1/offerings/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = OfferingRequest)]
 pub struct OfferingInput {
     pub title: String,
     pub price: MoneyJson,
+    /// Seats for sale; null or absent is unlimited.
     #[serde(default)]
     pub capacity: Option<i64>,
+    /// `course` (the default) or `subscription`.
     #[serde(default)]
     pub kind: Option<String>,
     #[serde(default)]
     pub lms: Option<LmsInput>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = OfferingLmsRequest)]
 pub struct LmsInput {
     pub course_id: Option<String>,
     pub url: Option<String>,

@@ -5,13 +5,17 @@ use serde::Deserialize;
 use super::offering::InvalidField;
 use crate::providers;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = PurchaseRequest)]
 pub struct PurchaseInput {
     pub offering_id: String,
+    /// Seats to buy; more than one is a bulk purchase.
     #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, maximum = 10000)]
     pub quantity: i64,
     pub customer: CustomerInput,
     pub payment: PaymentInput,
+    /// Not supported yet: a purchase with a coupon is refused.
     #[serde(default)]
     pub coupon: Option<String>,
     #[serde(default)]
@@ -22,7 +26,7 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CustomerInput {
     pub email: String,
     #[serde(default)]
@@ -31,7 +35,7 @@ pub struct CustomerInput {
     pub lms_user_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentInput {
     pub provider: String,
     pub payment_method: String,
@@ -39,15 +43,18 @@ pub struct PaymentInput {
     pub save_payment_method: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentInput {
+    /// `immediate` (the default). `confirmation` is refused until seats can be
+    /// invited and accepted.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Who takes the seats, in order; a single-seat purchase goes to the customer.
     #[serde(default)]
     pub assign_to: Vec<AssigneeInput>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AssigneeInput {
     pub email: Option<String>,
     pub lms_user_id: Option<String>,
