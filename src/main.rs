@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Print the HTTP API's OpenAPI document (also served at /openapi.json).
+    Openapi,
     /// Inspect the workflow definitions this binary carries.
     Workflows {
         #[command(subcommand)]
@@ -203,6 +205,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant { command: TenantCommand::RotateWebhookSecret { tenant, provider, grace, db } } => {
             let pool = db::connect(&db.database_url, 2).await.context("connecting to the database")?;
             println!("{}", tenants::rotate_webhook_secret(&pool, tenant, &provider, grace).await?);
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(bursar::api::openapi::document())?);
         }
         Command::Workflows { command } => {
             let defs = workflows::builtin()?;

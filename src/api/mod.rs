@@ -6,6 +6,7 @@ mod error;
 pub mod extract;
 pub mod ids;
 mod offerings;
+pub mod openapi;
 mod ops;
 mod purchases;
 mod sandbox;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/offerings/{offering_id}", get(offerings::get).put(offerings::put))
         .route("/v1/purchases", get(purchases::list).post(purchases::create))
         .route("/v1/purchases/{purchase_id}", get(purchases::get))
@@ -78,11 +80,16 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process is up", body = views::Health)))]
 async fn healthz() -> Json<views::Health> {
     Json(views::Health { status: "ok".into(), reason: None })
 }
 
 /// The process can do its work: the database answers.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", security(()), responses(
+    (status = 200, description = "The database answers", body = views::Health),
+    (status = 503, description = "It does not", body = views::Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<views::Health>) {
     match crate::db::ping(&state.pool).await {
         Ok(_) => (StatusCode::OK, Json(views::Health { status: "ready".into(), reason: None })),
@@ -95,6 +102,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<views::Healt
 }
 
 /// Prometheus text exposition (see `crate::metrics`).
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", security(()), responses(
+    (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn metrics(
     State(state): State<AppState>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {

@@ -14,6 +14,16 @@ use crate::db::offerings::{OfferingRow, Upsert, Upserted};
 use crate::domain::money::{Money, MoneyJson};
 use crate::domain::offering::{Offering, OfferingInput};
 
+#[utoipa::path(put, path = "/v1/offerings/{offering_id}", operation_id = "putOffering", tag = "offerings",
+    params(("offering_id" = String, Path, description = "The platform's own id")),
+    request_body = OfferingInput,
+    responses(
+        (status = 200, description = "Updated", body = views::Offering),
+        (status = 201, description = "Created", body = views::Offering),
+        (status = 400, description = "Bad input, naming the field", body = views::ErrorBody),
+        (status = 401, body = views::ErrorBody),
+        (status = 409, description = "The capacity is below the seats taken", body = views::ErrorBody),
+        (status = 413, description = "The body is too large", body = views::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -40,6 +50,9 @@ pub async fn put(
     }
 }
 
+#[utoipa::path(get, path = "/v1/offerings/{offering_id}", operation_id = "getOffering", tag = "offerings",
+    params(("offering_id" = String, Path, description = "The platform's own id")),
+    responses((status = 200, body = views::Offering), (status = 401, body = views::ErrorBody), (status = 404, body = views::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,19 +10,26 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::views::{CancelAnswer, Page, ReplayAnswer, RunSummary};
+use super::views::{CancelAnswer, ErrorBody, Page, ReplayAnswer, RunReport, RunSummary};
 use crate::db::runs::{Run, RunFilter};
 use crate::engine::{Cancellation, Error as EngineError, RunStatus};
 use crate::{db, ops};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only runs with this status (`parked`, `waiting`, `running`, `failed`, …).
     status: Option<String>,
+    /// Only runs of this workflow.
     workflow: Option<String>,
+    /// 1 to 500; 50 if not given.
     limit: Option<i64>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/ops/runs", operation_id = "listRuns", tag = "operators", params(ListQuery),
+    responses((status = 200, body = Page<RunSummary>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,6 +66,8 @@ async fn own_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, Api
         .ok_or_else(|| ApiError::not_found("run"))
 }
 
+#[utoipa::path(get, path = "/v1/ops/runs/{run_id}", operation_id = "showRun", tag = "operators", params(("run_id" = String, Path)),
+    responses((status = 200, body = RunReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,13 +77,16 @@ pub async fn show(
     Ok(Json(ops::report(&state.pool, &run).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Reason {
+    /// Why, for the run's audit trail.
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReplayQuery {
+    /// Say what the replay would do, and do nothing.
     #[serde(default)]
     dry_run: bool,
 }
@@ -92,6 +104,10 @@ fn actor(caller: &Caller) -> String {
     format!("api-key:{}", caller.key_name)
 }
 
+#[utoipa::path(post, path = "/v1/ops/runs/{run_id}/replay", operation_id = "replayRun", tag = "operators",
+    params(("run_id" = String, Path), ReplayQuery), request_body = Reason,
+    responses((status = 200, body = ReplayAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The run is not parked or failed", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,6 +125,10 @@ pub async fn replay(
     Ok(Json(ReplayAnswer { dry_run: q.dry_run, resumes_at: run.step.clone(), effects, run: ops::run_summary(&run) }))
 }
 
+#[utoipa::path(post, path = "/v1/ops/runs/{run_id}/cancel", operation_id = "cancelRun", tag = "operators",
+    params(("run_id" = String, Path)), request_body = Reason,
+    responses((status = 200, body = CancelAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

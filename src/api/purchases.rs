@@ -40,6 +40,17 @@ fn request_hash(body: &Value) -> Vec<u8> {
     Sha256::digest(body.to_string().as_bytes()).to_vec()
 }
 
+#[utoipa::path(post, path = "/v1/purchases", operation_id = "createPurchase", tag = "purchases",
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 characters: the same key and body answer \
+        the first response; another body, 422 idempotency_mismatch")),
+    request_body = PurchaseInput,
+    responses(
+        (status = 201, description = "Created (or, for a repeated key and body, the first answer)", body = views::Purchase),
+        (status = 400, description = "Bad input, naming the field, or no Idempotency-Key", body = views::ErrorBody),
+        (status = 401, body = views::ErrorBody),
+        (status = 404, description = "No such offering", body = views::ErrorBody),
+        (status = 413, body = views::ErrorBody),
+        (status = 422, description = "idempotency_mismatch, or a provider this Bursar does not have", body = views::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,6 +198,9 @@ fn as_written(
     (row, seats)
 }
 
+#[utoipa::path(get, path = "/v1/purchases/{purchase_id}", operation_id = "getPurchase", tag = "purchases",
+    params(("purchase_id" = String, Path, description = "pur_…")),
+    responses((status = 200, body = views::Purchase), (status = 401, body = views::ErrorBody), (status = 404, body = views::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -197,17 +211,24 @@ pub async fn get(
     read(&mut conn, caller.tenant_id, id).await?.map(Json).ok_or_else(|| ApiError::not_found("purchase"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this customer's purchases (`cus_…`).
     customer_id: Option<String>,
+    /// Only purchases with this status.
     status: Option<String>,
+    /// 1 to 500; 50 if not given.
     limit: Option<i64>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 const STATUSES: [&str; 7] =
     ["processing", "requires_action", "completed", "failed", "cancelled", "refunded", "partially_refunded"];
 
+#[utoipa::path(get, path = "/v1/purchases", operation_id = "listPurchases", tag = "purchases", params(ListQuery),
+    responses((status = 200, body = views::Page<views::Purchase>), (status = 400, body = views::ErrorBody), (status = 401, body = views::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

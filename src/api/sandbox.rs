@@ -7,18 +7,23 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Caller};
-use super::views::{Page, SandboxCharge, SandboxCompletion, SentWebhook};
+use super::views::{ErrorBody, Page, SandboxCharge, SandboxCompletion, SentWebhook};
 use super::{AppState, ids};
 use crate::db;
 use crate::domain::money::{Money, MoneyJson};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChargesQuery {
+    /// The purchase (`pur_…`) whose charges to list.
     purchase_id: String,
 }
 
 /// What the sandbox really authorized, captured and refunded for a purchase:
 /// the provider's side of the books, which tests hold the engine to.
+#[utoipa::path(get, path = "/v1/sandbox/charges", operation_id = "listSandboxCharges", tag = "sandbox", params(ChargesQuery),
+    responses((status = 200, description = "What the sandbox provider really did", body = Page<SandboxCharge>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn charges(
     State(state): State<AppState>,
     caller: Caller,
@@ -47,6 +52,11 @@ pub async fn charges(
 /// The buyer completes the sandbox's action (3-D Secure, an approval): the
 /// charge becomes authorized and the sandbox sends its signed
 /// `payment.authorized` webhook to this Bursar, as a real provider would.
+#[utoipa::path(post, path = "/v1/sandbox/payments/{reference}/complete", operation_id = "completeSandboxPayment", tag = "sandbox",
+    params(("reference" = String, Path, description = "The sandbox's payment reference")),
+    responses((status = 200, body = SandboxCompletion), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody),
+              (status = 409, description = "The payment is not waiting for an action", body = ErrorBody)))]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,

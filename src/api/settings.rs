@@ -12,18 +12,34 @@ use super::{AppState, views};
 use crate::db;
 use crate::domain::settings::{LmsTarget, Notifications, merge_provider_credentials};
 
-#[derive(Deserialize)]
+/// Only what is given changes.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SettingsPatch)]
 pub struct Patch {
+    /// `{"type": "none"}`, `{"type": "callback", "url", "secret"}` (16+
+    /// characters) or `{"type": "moodle", "base_url", "token"}`: replaces the target.
+    #[schema(value_type = Option<Object>)]
     lms: Option<Value>,
+    /// `{"webhook_url", "webhook_secret" (16+ characters), "smtp": {"host",
+    /// "port", "from", "username", "password", "starttls"}}`: replaces them.
+    #[schema(value_type = Option<Object>)]
     notifications: Option<Value>,
+    /// `{"stripe": {"api_key", "webhook_secret"}, "paypal": {"client_id",
+    /// "client_secret", "webhook_id"}}`, merged field by field; null removes.
+    #[schema(value_type = Option<Object>)]
     providers: Option<Value>,
 }
 
+#[utoipa::path(get, path = "/v1/settings", operation_id = "getSettings", tag = "settings",
+    responses((status = 200, body = views::Settings), (status = 401, body = views::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let (lms, notifications, providers) = db::settings::get(&state.pool, caller.tenant_id).await?;
     Ok(Json(view(lms, notifications, providers)?))
 }
 
+#[utoipa::path(patch, path = "/v1/settings", operation_id = "patchSettings", tag = "settings", request_body = Patch,
+    responses((status = 200, body = views::Settings), (status = 400, body = views::ErrorBody),
+              (status = 401, body = views::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,

@@ -25,6 +25,7 @@ pub struct Purchase {
     pub payment: Payment,
     pub seats: Vec<Seat>,
     /// Why a `failed` purchase failed; null otherwise.
+    #[schema(required = true)]
     pub failure: Option<Failure>,
     pub run: RunRef,
     pub created_at: DateTime<Utc>,
@@ -36,11 +37,12 @@ pub struct Payment {
     /// `pending`, `requires_action`, `authorized`, `declined`, `captured` or `refunded`.
     pub status: String,
     /// The provider's reference for the payment, once it has one.
+    #[schema(required = true)]
     pub reference: Option<String>,
     pub captured: MoneyJson,
     pub refunded: MoneyJson,
     /// What the buyer must do while the purchase is `requires_action`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub next_action: Option<Value>,
 }
 
@@ -51,19 +53,24 @@ pub struct Seat {
     /// `unassigned`, `invited`, `active`, `declined`, `revoked`, `cancelled` or `refunded`.
     pub status: String,
     /// Who the seat is for; null until it is assigned.
+    #[schema(required = true)]
     pub assignee: Option<Assignee>,
+    #[schema(required = true)]
     pub enrolled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Assignee {
+    #[schema(required = true)]
     pub email: Option<String>,
+    #[schema(required = true)]
     pub lms_user_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Failure {
     /// `sold_out`, `payment_declined`, `payment_expired`, `enrollment_failed`, …
+    #[schema(required = true)]
     pub code: Option<String>,
 }
 
@@ -81,6 +88,7 @@ pub struct RunRef {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -91,6 +99,7 @@ pub struct Offering {
     pub title: String,
     pub price: MoneyJson,
     /// Null: unlimited seats.
+    #[schema(required = true)]
     pub capacity: Option<i32>,
     /// `course` or `subscription`.
     pub kind: String,
@@ -102,7 +111,9 @@ pub struct Offering {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OfferingLms {
+    #[schema(required = true)]
     pub course_id: Option<String>,
+    #[schema(required = true)]
     pub url: Option<String>,
 }
 
@@ -164,6 +175,7 @@ pub struct SandboxCompletion {
 pub struct SentWebhook {
     pub event_id: String,
     pub delivered: bool,
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -194,8 +206,11 @@ pub struct RunSummary {
     pub status: String,
     pub step: String,
     pub attempt: i32,
+    #[schema(required = true)]
     pub wake_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub failure_code: Option<String>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -209,9 +224,12 @@ pub struct RunReport {
     pub run: RunSummary,
     #[schema(value_type = Object)]
     pub context: Value,
+    #[schema(required = true)]
     pub waiting_for: Option<Vec<String>>,
     pub lease: Lease,
+    #[schema(required = true)]
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Each attempt of each step, oldest first.
     #[schema(value_type = Vec<Object>)]
@@ -228,7 +246,9 @@ pub struct RunReport {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Lease {
+    #[schema(required = true)]
     pub owner: Option<String>,
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
     pub token: i64,
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::RawBody;
-use super::views::WebhookReceipt;
+use super::views::{ErrorBody, WebhookReceipt};
 use super::{AppState, ids};
 use crate::{db, signature};
 
@@ -35,6 +35,14 @@ struct EventData {
     purchase_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/webhooks/{provider}/{tenant_id}", operation_id = "receiveWebhook", tag = "webhooks", security(()),
+    params(("provider" = String, Path, description = "sandbox or voucher (stripe and paypal: not yet)"),
+           ("tenant_id" = String, Path),
+           ("Bursar-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">")),
+    request_body(content = Object, description = "The provider's event: {\"id\", \"type\", \"data\"}"),
+    responses((status = 200, description = "Verified and stored", body = WebhookReceipt),
+              (status = 400, description = "A bad or missing signature, or not an event: nothing stored", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     Path((provider, tenant)): Path<(String, String)>,

@@ -13,6 +13,7 @@ mod metrics;
 mod moodle;
 mod notifications;
 mod offerings;
+mod openapi;
 mod operators;
 mod ops;
 mod provider;
