@@ -328,10 +328,18 @@ pub async fn reserve_seats(pool: &PgPool, purchase_id: Uuid) -> Result<bool, sql
     .rows_affected()
         == 1;
     if taken {
-        sqlx::query("UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp() WHERE id = $1")
-            .bind(purchase_id)
-            .execute(&mut *tx)
-            .await?;
+        // A sold-out purchase's seats were cancelled; replayed, and finding
+        // room now, it gets them back.
+        sqlx::query(
+            "WITH reserved AS (
+                UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp() WHERE id = $1
+             )
+             UPDATE seats SET status = 'unassigned'
+             WHERE purchase_id = $1 AND status = 'cancelled' AND enrolled_at IS NULL",
+        )
+        .bind(purchase_id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(taken)
@@ -355,6 +363,11 @@ pub const RESERVE_UNLIMITED: &str = "WITH x AS (SELECT id FROM jsonb_to_recordse
         UPDATE purchases SET seats_reserved = true, updated_at = clock_timestamp()
         WHERE id IN (SELECT id FROM unlimited) AND NOT seats_reserved
         RETURNING id
+     ),
+     -- A sold-out purchase's seats were cancelled; replayed, it gets them back.
+     restored AS (
+        UPDATE seats SET status = 'unassigned'
+        WHERE purchase_id = ANY (ARRAY(SELECT id FROM reserved)) AND status = 'cancelled' AND enrolled_at IS NULL
      )
      SELECT bursar_refuse('the offering was given a capacity while its seat was being reserved')
      FROM x JOIN purchases p ON p.id = x.id
@@ -504,9 +517,13 @@ pub async fn fulfilment(
 }
 
 /// Staged with rows `{id}`: the purchase could not have its seats (sold
-/// out), so they are cancelled. No counter changes: they were never reserved.
+/// out), so they are cancelled. No counter changes: they were never
+/// reserved (a purchase an earlier attempt did reserve keeps its seats).
 pub const CANCEL_UNRESERVED_SEATS: &str = "UPDATE seats SET status = 'cancelled'
-     WHERE purchase_id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))
+     WHERE purchase_id = ANY (ARRAY(
+             SELECT p.id FROM purchases p
+             WHERE p.id = ANY (ARRAY(SELECT (r->>'id')::uuid FROM jsonb_array_elements($1) AS r))
+               AND NOT p.seats_reserved))
        AND status = 'unassigned'";
 
 /// Staged with rows `{id}`: the seat is enrolled at the LMS.

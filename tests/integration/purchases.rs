@@ -385,3 +385,33 @@ async fn a_bulk_purchase_answers_what_was_stored_and_enrolls_the_assigned_seats(
     let listed = app.list_purchases("").await.body;
     assert_eq!(listed["data"], json!([single, done]));
 }
+
+/// A sold-out purchase fails and its seats are cancelled; replayed once
+/// there is room, it takes its seats back, is charged once and enrolled.
+#[tokio::test]
+async fn a_sold_out_purchase_replayed_once_there_is_room_gets_its_seat() {
+    let app = app_with_offering(json!(1)).await;
+    let first = app.post_purchase(Some("first"), &purchase("pm_sandbox_ok")).await.body["id"].clone();
+    app.wait_for_status(first.as_str().unwrap(), "completed").await;
+    let id =
+        app.post_purchase(Some("second"), &purchase("pm_sandbox_ok")).await.body["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_status(&id, "failed").await;
+    assert_eq!(failed["seats"][0]["status"], "cancelled");
+
+    let bigger = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": 2});
+    assert_eq!(app.put_offering("rust-101", &bigger).await.status, 200);
+    let run = failed["run"]["id"].as_str().unwrap();
+    let replay = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/ops/runs/{run}/replay"),
+            Some(&app.api_key),
+            Some(json!({"reason": "a seat was added"}).to_string()),
+        )
+        .await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    let done = app.wait_for_status(&id, "completed").await;
+    assert_eq!(done["seats"][0]["status"], "active");
+    assert_eq!(captured(&app.sandbox_charges(&id).await.body), ["49.00"]);
+    assert_eq!(app.get_offering("rust-101").await.body["seats_taken"], 2);
+}
