@@ -313,6 +313,12 @@ fn shutdown_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// A run as the command line prints it: `ops::summary`, as JSON for `--json`
+/// and for the text table alike.
+fn as_json(run: &db::runs::Run) -> serde_json::Value {
+    serde_json::to_value(bursar::ops::summary(run)).expect("a summary serializes")
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -344,11 +350,11 @@ async fn ops_runs(command: RunsCommand, db: DbSettings) -> anyhow::Result<()> {
     match command {
         RunsCommand::List { status, workflow, limit, json } => {
             let filter = db::runs::RunFilter { status, workflow, limit, ..Default::default() };
-            let runs: Vec<_> = db::runs::list(&pool, &filter).await?.iter().map(ops::summary).collect();
+            let runs: Vec<_> = db::runs::list(&pool, &filter).await?.iter().map(as_json).collect();
             print(json, &serde_json::json!(runs), ops::list_text(&runs));
         }
         RunsCommand::Show { run_id, json } => {
-            let report = ops::report(&pool, &find(&run_id).await?).await?;
+            let report = serde_json::to_value(ops::report(&pool, &find(&run_id).await?).await?)?;
             print(json, &report, ops::report_text(&report));
         }
         RunsCommand::Replay { select, reason, dry_run, json } if select.run_id.is_some() => {
@@ -416,7 +422,7 @@ async fn bulk(
         ..Default::default()
     };
     let runs = db::runs::list(pool, &filter).await?;
-    let summaries: Vec<_> = runs.iter().map(bursar::ops::summary).collect();
+    let summaries: Vec<_> = runs.iter().map(as_json).collect();
     if dry_run {
         if json {
             println!("{}", serde_json::json!({"dry_run": true, "would": verb, "runs": summaries}));

@@ -12,7 +12,7 @@ use crate::db;
 use crate::db::runs::Run;
 
 /// A run as a line in a list.
-pub fn run_summary(r: &Run) -> RunSummary {
+pub fn summary(r: &Run) -> RunSummary {
     RunSummary {
         id: ids::run(r.id),
         workflow: r.workflow.clone(),
@@ -28,20 +28,15 @@ pub fn run_summary(r: &Run) -> RunSummary {
     }
 }
 
-/// `run_summary` as JSON, for the command line's tables.
-pub fn summary(r: &Run) -> Value {
-    serde_json::to_value(run_summary(r)).expect("a summary serializes")
-}
-
 /// The whole story of a run: each attempt, the effects with their keys and
 /// outcomes, the signals received and the operators' actions.
-pub async fn report(pool: &PgPool, run: &Run) -> Result<Value, sqlx::Error> {
+pub async fn report(pool: &PgPool, run: &Run) -> Result<RunReport, sqlx::Error> {
     let history = db::runs::history(pool, run.id).await?;
     let effects = db::effects::for_run(pool, run.id).await?;
     let signals = db::signals::for_run(pool, run.id).await?;
     let actions = db::runs::actions(pool, run.id).await?;
-    let report = RunReport {
-        run: run_summary(run),
+    Ok(RunReport {
+        run: summary(run),
         context: run.context.clone(),
         waiting_for: run.waiting_for.clone(),
         lease: Lease { owner: run.lease_owner.clone(), expires_at: run.lease_expires_at, token: run.lease_token },
@@ -51,8 +46,7 @@ pub async fn report(pool: &PgPool, run: &Run) -> Result<Value, sqlx::Error> {
         effects: json!(effects),
         signals: json!(signals),
         actions: json!(actions),
-    };
-    Ok(serde_json::to_value(report).expect("a report serializes"))
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -76,11 +76,7 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
         serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
             let path = e.path().to_string();
             let message = e.into_inner().to_string();
-            let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-                Some(missing) => Some(missing.to_owned()),
-                None => (path != "." && path != "?").then_some(path),
-            };
-            ApiError::invalid(field.as_deref(), format!("the query string: {message}"))
+            ApiError::invalid(field_at(&path, &message).as_deref(), format!("the query string: {message}"))
         })
     }
 }
@@ -137,14 +133,20 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
     let message = inner.to_string();
-    let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-        Some(missing) if path == "." => Some(missing.to_owned()),
-        Some(missing) => Some(format!("{path}.{missing}")),
-        // serde_path_to_error writes `?` where the body broke off before a field.
-        None if path != "." && !path.ends_with('?') => Some(path),
-        None => None,
-    };
+    let field = field_at(&path, &message);
     let message =
         if inner.is_syntax() || inner.is_eof() { format!("the body is not valid JSON: {message}") } else { message };
     ApiError::invalid(field.as_deref(), message)
+}
+
+/// The input a deserializing error is about: where it stopped (`path`,
+/// serde_path_to_error's), and for a missing field, that field.
+fn field_at(path: &str, message: &str) -> Option<String> {
+    match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        Some(missing) if path == "." => Some(missing.to_owned()),
+        Some(missing) => Some(format!("{path}.{missing}")),
+        // `?` stands where the input broke off before a field.
+        None if path != "." && !path.ends_with('?') => Some(path.to_owned()),
+        None => None,
+    }
 }

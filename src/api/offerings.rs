@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
@@ -29,7 +28,7 @@ pub async fn put(
     caller: Caller,
     Path(offering_id): Path<String>,
     ApiJson(input): ApiJson<OfferingInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::Offering>), ApiError> {
     let o = Offering::parse(&offering_id, input)?;
     let upsert = Upsert {
         id: &o.id,
@@ -42,8 +41,8 @@ pub async fn put(
         lms_url: o.lms_url.as_deref(),
     };
     match db::offerings::upsert(&state.pool, caller.tenant_id, &upsert).await? {
-        Upserted::Created(row) => Ok((StatusCode::CREATED, Json(to_json(&row)?))),
-        Upserted::Updated(row) => Ok((StatusCode::OK, Json(to_json(&row)?))),
+        Upserted::Created(row) => Ok((StatusCode::CREATED, Json(to_view(&row)?))),
+        Upserted::Updated(row) => Ok((StatusCode::OK, Json(to_view(&row)?))),
         Upserted::BelowSeatsTaken { seats_taken } => {
             Err(ApiError::conflict(format!("{seats_taken} seats are taken; the capacity cannot go below that")))
         }
@@ -57,17 +56,17 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(offering_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Offering>, ApiError> {
     let row = db::offerings::get_with_seats_taken(&state.pool, caller.tenant_id, &offering_id)
         .await?
         .ok_or_else(|| ApiError::not_found("offering"))?;
-    Ok(Json(to_json(&row)?))
+    Ok(Json(to_view(&row)?))
 }
 
-fn to_json(row: &OfferingRow) -> Result<Value, ApiError> {
+fn to_view(row: &OfferingRow) -> Result<views::Offering, ApiError> {
     let currency = row.currency.parse().map_err(ApiError::internal)?;
     let price = Money::new(row.price_amount, currency).map_err(ApiError::internal)?;
-    let offering = views::Offering {
+    Ok(views::Offering {
         id: row.id.clone(),
         title: row.title.clone(),
         price: MoneyJson::from(price),
@@ -77,6 +76,5 @@ fn to_json(row: &OfferingRow) -> Result<Value, ApiError> {
         seats_taken: row.seats_taken,
         created_at: row.created_at,
         updated_at: row.updated_at,
-    };
-    serde_json::to_value(offering).map_err(ApiError::internal)
+    })
 }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -36,7 +37,7 @@ use utoipa::{Modify, OpenApi};
         super::readyz,
         super::metrics,
     ),
-    modifiers(&ApiKey),
+    modifiers(&ApiKey, &EveryRefusal),
     security(("api_key" = []))
 )]
 struct ApiDoc;
@@ -52,13 +53,37 @@ impl Modify for ApiKey {
     }
 }
 
-/// The document, built once.
+/// What any route may answer besides what its annotation lists: an error in
+/// the one shape (a 500, a 405 for another method), and, where a body is
+/// read, a 413 for one over the size limit.
+struct EveryRefusal;
+
+impl Modify for EveryRefusal {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || {
+            ResponseBuilder::new()
+                .description("An error: {\"error\": {\"type\", \"message\", \"field\"?}}")
+                .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("default".into()).or_insert_with(|| error().into());
+                if operation.request_body.is_some() {
+                    responses.entry("413".into()).or_insert_with(|| error().into());
+                }
+            }
+        }
+    }
+}
+
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
     DOCUMENT.get_or_init(ApiDoc::openapi)
 }
 
-/// `GET /openapi.json`.
 pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(document())
 }

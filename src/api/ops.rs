@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
@@ -23,6 +22,7 @@ pub struct ListQuery {
     /// Only runs of this workflow.
     workflow: Option<String>,
     /// 1 to 500; 50 if not given.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next_cursor` of the page before.
     cursor: Option<String>,
@@ -55,7 +55,7 @@ pub async fn list(
     let more = runs.len() as i64 > limit;
     runs.truncate(limit as usize);
     let next_cursor = more.then(|| runs.last().map(|r| super::ids::run(r.id))).flatten();
-    Ok(Json(Page { data: runs.iter().map(ops::run_summary).collect(), next_cursor }))
+    Ok(Json(Page { data: runs.iter().map(ops::summary).collect(), next_cursor }))
 }
 
 async fn own_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
@@ -72,7 +72,7 @@ pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunReport>, ApiError> {
     let run = own_run(&state, &caller, &id).await?;
     Ok(Json(ops::report(&state.pool, &run).await?))
 }
@@ -122,7 +122,7 @@ pub async fn replay(
     }
     let run = db::runs::get(&state.pool, run.id).await?.ok_or_else(|| ApiError::not_found("run"))?;
     let effects = serde_json::to_value(plan).map_err(ApiError::internal)?;
-    Ok(Json(ReplayAnswer { dry_run: q.dry_run, resumes_at: run.step.clone(), effects, run: ops::run_summary(&run) }))
+    Ok(Json(ReplayAnswer { dry_run: q.dry_run, resumes_at: run.step.clone(), effects, run: ops::summary(&run) }))
 }
 
 #[utoipa::path(post, path = "/v1/ops/runs/{run_id}/cancel", operation_id = "cancelRun", tag = "operators",
@@ -142,5 +142,5 @@ pub async fn cancel(
         Cancellation::Applied => "applied",
         Cancellation::Requested => "requested",
     };
-    Ok(Json(CancelAnswer { cancellation: cancellation.into(), run: ops::run_summary(&run) }))
+    Ok(Json(CancelAnswer { cancellation: cancellation.into(), run: ops::summary(&run) }))
 }

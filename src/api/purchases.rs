@@ -103,7 +103,7 @@ pub async fn create(
     // The customer's id is the statement's to decide (an existing customer
     // keeps theirs); it fills it in, in the stored answer and in ours.
     let (row, seats) = as_written(&facts, &new, Uuid::nil(), &run, created_at, &seat_ids);
-    let mut response = to_json(&row, &seats)?;
+    let mut response = serde_json::to_value(to_view(&row, &seats)?).map_err(ApiError::internal)?;
     let create = db::purchases::Create {
         id: purchase_id,
         tenant_id: tenant,
@@ -205,7 +205,7 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Purchase>, ApiError> {
     let id = ids::parse_purchase(&id).ok_or_else(|| ApiError::not_found("purchase"))?;
     let mut conn = state.pool.acquire().await?;
     read(&mut conn, caller.tenant_id, id).await?.map(Json).ok_or_else(|| ApiError::not_found("purchase"))
@@ -219,6 +219,7 @@ pub struct ListQuery {
     /// Only purchases with this status.
     status: Option<String>,
     /// 1 to 500; 50 if not given.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next_cursor` of the page before.
     cursor: Option<String>,
@@ -233,7 +234,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Page<views::Purchase>>, ApiError> {
     let limit = super::page_limit(q.limit)?;
     let customer_id = match q.customer_id.as_deref() {
         None => None,
@@ -257,22 +258,22 @@ pub async fn list(
     let mut seats = db::purchases::seats_of(&state.pool, &ids).await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
-        data.push(to_json(row, &seats.remove(&row.id).unwrap_or_default())?);
+        data.push(to_view(row, &seats.remove(&row.id).unwrap_or_default())?);
     }
-    Ok(Json(serde_json::to_value(views::Page { data, next_cursor }).map_err(ApiError::internal)?))
+    Ok(Json(views::Page { data, next_cursor }))
 }
 
-async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<Value>, ApiError> {
+async fn read(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<views::Purchase>, ApiError> {
     match db::purchases::get(conn, tenant_id, id).await? {
         Some(row) => {
-            let seats = db::purchases::seats(conn, row.id).await?;
-            Ok(Some(to_json(&row, &seats)?))
+            let seats = db::purchases::seats_of(conn, &[row.id]).await?.remove(&row.id).unwrap_or_default();
+            Ok(Some(to_view(&row, &seats)?))
         }
         None => Ok(None),
     }
 }
 
-fn to_json(p: &PurchaseRow, seats: &[SeatRow]) -> Result<Value, ApiError> {
+fn to_view(p: &PurchaseRow, seats: &[SeatRow]) -> Result<views::Purchase, ApiError> {
     let currency: Currency = p.currency.parse().map_err(ApiError::internal)?;
     let money = |minor: i64| MoneyJson::from(Money::from_minor(minor, currency));
     let seats = (seats.iter())
@@ -286,7 +287,7 @@ fn to_json(p: &PurchaseRow, seats: &[SeatRow]) -> Result<Value, ApiError> {
             enrolled_at: s.enrolled_at,
         })
         .collect();
-    let purchase = views::Purchase {
+    Ok(views::Purchase {
         id: ids::purchase(p.id),
         status: p.status.clone(),
         offering_id: p.offering_id.clone(),
@@ -305,6 +306,5 @@ fn to_json(p: &PurchaseRow, seats: &[SeatRow]) -> Result<Value, ApiError> {
         failure: (p.status == "failed").then(|| views::Failure { code: p.failure_code.clone() }),
         run: views::RunRef { id: ids::run(p.run_id), status: p.run_status.clone(), step: p.run_step.clone() },
         created_at: p.created_at,
-    };
-    serde_json::to_value(purchase).map_err(ApiError::internal)
+    })
 }

@@ -4,13 +4,13 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::{AppState, views};
 use crate::db;
-use crate::domain::settings::{LmsTarget, Notifications, merge_provider_credentials};
+use crate::domain::settings::{LmsTarget, Notifications, merge_provider_credentials, shown_provider_credentials};
 
 /// Only what is given changes.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -32,7 +32,7 @@ pub struct Patch {
 
 #[utoipa::path(get, path = "/v1/settings", operation_id = "getSettings", tag = "settings",
     responses((status = 200, body = views::Settings), (status = 401, body = views::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Json<views::Settings>, ApiError> {
     let (lms, notifications, providers) = db::settings::get(&state.pool, caller.tenant_id).await?;
     Ok(Json(view(lms, notifications, providers)?))
 }
@@ -44,7 +44,7 @@ pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(patch): ApiJson<Patch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Settings>, ApiError> {
     let mut tx = state.pool.begin().await?;
     let (mut lms, mut notifications, mut providers) = db::settings::get(&mut *tx, caller.tenant_id).await?;
     if let Some(v) = patch.lms {
@@ -61,29 +61,12 @@ pub async fn patch(
     Ok(Json(view(lms, notifications, providers)?))
 }
 
-fn view(lms: Value, notifications: Value, providers: Value) -> Result<Value, ApiError> {
+fn view(lms: Value, notifications: Value, providers: Value) -> Result<views::Settings, ApiError> {
     let lms: LmsTarget = serde_json::from_value(lms).map_err(ApiError::internal)?;
     let notifications: Notifications = serde_json::from_value(notifications).map_err(ApiError::internal)?;
-    let providers: serde_json::Map<String, Value> = providers
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(name, creds)| {
-                    let shown: serde_json::Map<String, Value> = creds
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, _)| (k.clone(), json!({"set": true})))
-                        .collect();
-                    (name.clone(), Value::Object(shown))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let settings = views::Settings {
+    Ok(views::Settings {
         lms: lms.redacted(),
         notifications: notifications.redacted(),
-        providers: Value::Object(providers),
-    };
-    serde_json::to_value(settings).map_err(ApiError::internal)
+        providers: shown_provider_credentials(&providers),
+    })
 }

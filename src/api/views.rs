@@ -7,7 +7,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use std::collections::BTreeMap;
+
 use crate::domain::money::MoneyJson;
+use crate::domain::settings::{Secret, ShownLms, ShownNotifications};
 
 /// A purchase: the seats it buys, its payment and the run carrying it out.
 #[derive(Debug, Serialize, ToSchema)]
@@ -132,22 +135,17 @@ pub struct ErrorDetail {
     pub message: String,
     /// The input at fault: a body field's path, a query parameter or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
 }
 
-/// A tenant's settings with every secret replaced by `{"set": true}`.
+/// A tenant's settings with every secret replaced by `{"set": …}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Settings {
-    /// `{"type": "none"}`, `{"type": "callback", "url", "secret"}` or
-    /// `{"type": "moodle", "base_url", "token"}`.
-    #[schema(value_type = Object)]
-    pub lms: Value,
-    /// `{"webhook_url", "webhook_secret"?, "smtp"?}`.
-    #[schema(value_type = Object)]
-    pub notifications: Value,
-    /// Stored credentials by provider, each field shown as `{"set": true}`.
-    #[schema(value_type = Object)]
-    pub providers: Value,
+    pub lms: ShownLms,
+    pub notifications: ShownNotifications,
+    /// Stored credentials by provider (`stripe`, `paypal`), each field shown as `{"set": true}`.
+    pub providers: BTreeMap<String, BTreeMap<String, Secret>>,
 }
 
 /// What the sandbox provider really did for a purchase.
@@ -192,6 +190,7 @@ pub struct Health {
     pub status: String,
     /// What is unavailable.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<String>,
 }
 

@@ -32,7 +32,8 @@ struct Event {
 /// concerns one. Any other event is stored for the record.
 #[derive(Deserialize, Default)]
 struct EventData {
-    purchase_id: Option<String>,
+    /// Any JSON: an event whose `purchase_id` is not one of ours is kept all the same.
+    purchase_id: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/webhooks/{provider}/{tenant_id}", operation_id = "receiveWebhook", tag = "webhooks", security(()),
@@ -75,7 +76,7 @@ pub async fn receive(
         "payment.authorized" | "payment.failed" => Some(event.kind.as_str()),
         _ => None, // stored for the record; nothing waits for it
     };
-    let purchase = match event.data.purchase_id.as_deref().and_then(ids::parse_purchase) {
+    let purchase = match event.data.purchase_id.as_ref().and_then(Value::as_str).and_then(ids::parse_purchase) {
         Some(id) => db::purchases::get(&mut *state.pool.acquire().await?, tenant_id, id).await?,
         None => None,
     };
@@ -87,8 +88,8 @@ pub async fn receive(
     }
     tx.commit().await?;
     crate::metrics::webhook(&provider, if stored { "accepted" } else { "duplicate" });
-    if purchase.is_none() {
-        tracing::warn!(%tenant_id, provider, event = %event.id, "webhook for no purchase of this tenant; stored only");
+    if purchase.is_none() && signal.is_some() {
+        tracing::warn!(%tenant_id, provider, event = %event.id, "a payment event for no purchase of this tenant; stored only");
     }
     Ok(Json(WebhookReceipt { received: true, duplicate: !stored }))
 }

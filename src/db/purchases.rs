@@ -244,19 +244,9 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<PurchaseRow>, sqlx:
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{} WHERE p.id = $1", select()))).bind(id).fetch_optional(pool).await
 }
 
-pub async fn seats(conn: &mut PgConnection, purchase_id: Uuid) -> Result<Vec<SeatRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status, assignee_email, assignee_lms_user_id, enrolled_at FROM seats
-         WHERE purchase_id = $1 ORDER BY position",
-    )
-    .bind(purchase_id)
-    .fetch_all(conn)
-    .await
-}
-
-/// The seats of many purchases in one query (a page of a list), by purchase.
+/// The seats of purchases, in order, by purchase: one query for a whole page.
 pub async fn seats_of(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     purchase_ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Vec<SeatRow>>, sqlx::Error> {
     #[derive(FromRow)]
@@ -270,7 +260,7 @@ pub async fn seats_of(
          WHERE purchase_id = ANY($1) ORDER BY purchase_id, position",
     )
     .bind(purchase_ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     let mut by_purchase: std::collections::HashMap<Uuid, Vec<SeatRow>> = std::collections::HashMap::new();
     for row in rows {

@@ -49,6 +49,61 @@ fn yes() -> bool {
     true
 }
 
+/// A secret as the API shows it: whether one is stored, never what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Secret {
+    pub set: bool,
+}
+
+impl Secret {
+    pub const SET: Secret = Secret { set: true };
+}
+
+/// An LMS target as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ShownLms {
+    None,
+    Callback { url: String, secret: Secret },
+    Moodle { base_url: String, token: Secret },
+}
+
+/// Notification targets as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ShownNotifications {
+    #[schema(required = true)]
+    pub webhook_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub webhook_secret: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub smtp: Option<ShownSmtp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ShownSmtp {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    #[schema(required = true)]
+    pub username: Option<String>,
+    pub starttls: bool,
+    pub password: Secret,
+}
+
+/// Provider credentials as the API shows them: each stored field `{"set": true}`.
+pub fn shown_provider_credentials(
+    stored: &Value,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Secret>> {
+    (stored.as_object().into_iter().flatten())
+        .map(|(name, fields)| {
+            let fields = fields.as_object().into_iter().flatten().map(|(k, _)| (k.clone(), Secret::SET)).collect();
+            (name.clone(), fields)
+        })
+        .collect()
+}
+
 fn invalid(field: &str, message: impl ToString) -> InvalidField {
     InvalidField { field: field.to_owned(), message: message.to_string() }
 }
@@ -82,13 +137,11 @@ impl LmsTarget {
     }
 
     /// As the API shows it: secrets replaced by `{"set": true}`.
-    pub fn redacted(&self) -> Value {
+    pub fn redacted(&self) -> ShownLms {
         match self {
-            LmsTarget::None => json!({"type": "none"}),
-            LmsTarget::Callback { url, .. } => json!({"type": "callback", "url": url, "secret": {"set": true}}),
-            LmsTarget::Moodle { base_url, .. } => {
-                json!({"type": "moodle", "base_url": base_url, "token": {"set": true}})
-            }
+            LmsTarget::None => ShownLms::None,
+            LmsTarget::Callback { url, .. } => ShownLms::Callback { url: url.clone(), secret: Secret::SET },
+            LmsTarget::Moodle { base_url, .. } => ShownLms::Moodle { base_url: base_url.clone(), token: Secret::SET },
         }
     }
 }
@@ -114,16 +167,20 @@ impl Notifications {
         Ok(n)
     }
 
-    pub fn redacted(&self) -> Value {
-        let mut v = json!({"webhook_url": self.webhook_url});
-        if self.webhook_secret.is_some() {
-            v["webhook_secret"] = json!({"set": true});
+    /// As the API shows them: secrets replaced by `{"set": …}`.
+    pub fn redacted(&self) -> ShownNotifications {
+        ShownNotifications {
+            webhook_url: self.webhook_url.clone(),
+            webhook_secret: self.webhook_secret.as_ref().map(|_| Secret::SET),
+            smtp: self.smtp.as_ref().map(|s| ShownSmtp {
+                host: s.host.clone(),
+                port: s.port,
+                from: s.from.clone(),
+                username: s.username.clone(),
+                starttls: s.starttls,
+                password: Secret { set: s.password.is_some() },
+            }),
         }
-        if let Some(s) = &self.smtp {
-            v["smtp"] = json!({"host": s.host, "port": s.port, "from": s.from, "username": s.username,
-                               "starttls": s.starttls, "password": {"set": s.password.is_some()}});
-        }
-        v
     }
 }
 
@@ -164,7 +221,7 @@ pub fn merge_provider_credentials(stored: &mut Value, patch: Value) -> Result<()
                         Value::Null => {
                             credentials.as_object_mut().expect("an object").remove(&key);
                         }
-                        Value::String(text) if !text.is_empty() && text.len() <= 1024 => {
+                        Value::String(text) if (1..=1024).contains(&text.chars().count()) => {
                             credentials[&key] = json!(text)
                         }
                         _ => return Err(invalid(&field, "a credential is text of 1 to 1024 characters")),
@@ -188,11 +245,9 @@ mod tests {
             json!({"type": "callback", "url": "https://p.example/enroll", "secret": "0123456789abcdef"}),
         )
         .unwrap();
-        assert_eq!(
-            cb.redacted(),
-            json!({"type": "callback", "url": "https://p.example/enroll", "secret": {"set": true}})
-        );
-        assert!(!cb.redacted().to_string().contains("0123456789abcdef"));
+        let shown = serde_json::to_value(cb.redacted()).unwrap();
+        assert_eq!(shown, json!({"type": "callback", "url": "https://p.example/enroll", "secret": {"set": true}}));
+        assert!(!shown.to_string().contains("0123456789abcdef"));
         assert_eq!(
             LmsTarget::parse(json!({"type": "callback", "url": "ftp://x", "secret": "0123456789abcdef"}))
                 .unwrap_err()

@@ -74,23 +74,72 @@ fn strict(schema: &Value, components: &Value, in_all_of: bool) -> Value {
 
 struct Document {
     paths: Value,
+    /// As served.
     components: Value,
+    /// Made strict (see `strict`).
+    strict: Value,
 }
 
 impl Document {
-    /// Checks that the document names this answer of `method path` and that the answer fits it.
+    /// Checks that the document names this answer of `method path` and that
+    /// the answer fits it. A success must be listed as such; an error may fall
+    /// to the route's `default` (the one error shape).
     fn check(&self, method: &str, path: &str, answer: &Answer) {
-        let response = &self.paths[path][method]["responses"][answer.status.to_string()];
+        let responses = &self.paths[path][method]["responses"];
+        let mut response = &responses[answer.status.to_string()];
+        if response.is_null() && answer.status >= 400 {
+            response = &responses["default"];
+        }
         assert!(response.is_object(), "{method} {path} answered {}, which the document does not list", answer.status);
-        let schema = &response["content"]["application/json"]["schema"];
-        assert!(schema.is_object(), "{method} {path} {}: no JSON schema", answer.status);
+        let what = format!("{method} {path} {}", answer.status);
+        self.validate(&response["content"]["application/json"]["schema"], &answer.body, &what);
+    }
+
+    /// Checks a request body the test sends against what the document asks for.
+    fn check_request(&self, method: &str, path: &str, body: &Value) {
+        let schema = &self.paths[path][method]["requestBody"]["content"]["application/json"]["schema"];
+        self.validate(schema, body, &format!("{method} {path} request"));
+    }
+
+    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+        assert!(schema.is_object(), "{what}: no JSON schema");
         let mut root = strict(schema, &self.components, false);
         root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-        root["components"] = json!({"schemas": self.components});
-        let validator = jsonschema::validator_for(&root).expect("the document's schemas compile");
+        root["components"] = json!({"schemas": self.strict});
+        let validator =
+            jsonschema::options().should_validate_formats(true).build(&root).expect("the document's schemas compile");
         let errors: Vec<String> =
-            validator.iter_errors(&answer.body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        assert!(errors.is_empty(), "{method} {path} {}: {errors:#?}\n{}", answer.status, answer.body);
+            validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{what}: {errors:#?}\n{instance}");
+    }
+}
+
+/// Where the document describes an object without saying what is in it,
+/// as `Component.property` (`[]` for an array's items).
+fn opaque_objects(schema: &Value, at: &str, out: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else { return };
+    let is_object = |t: &Value| t == "object" || t.as_array().is_some_and(|ts| ts.contains(&json!("object")));
+    let described =
+        ["properties", "additionalProperties", "allOf", "oneOf", "anyOf", "$ref"].iter().any(|k| map.contains_key(*k));
+    if map.get("type").is_some_and(is_object) && !described {
+        out.push(at.to_owned());
+    }
+    for (key, value) in map {
+        match key.as_str() {
+            "properties" => {
+                for (name, property) in value.as_object().unwrap() {
+                    opaque_objects(property, &format!("{at}.{name}"), out);
+                }
+            }
+            "items" => opaque_objects(value, &format!("{at}[]"), out),
+            "additionalProperties" => opaque_objects(value, &format!("{at}{{}}"), out),
+            "allOf" | "oneOf" | "anyOf" => {
+                for member in value.as_array().unwrap() {
+                    opaque_objects(member, at, out);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -103,7 +152,40 @@ async fn document(app: &TestApp) -> Document {
     let strict_components: serde_json::Map<String, Value> = (components.as_object().unwrap().iter())
         .map(|(name, schema)| (name.clone(), strict(schema, &components, false)))
         .collect();
-    Document { paths: doc["paths"].clone(), components: Value::Object(strict_components) }
+    Document { paths: doc["paths"].clone(), components, strict: Value::Object(strict_components) }
+}
+
+/// What the document leaves open is only what is open by design: a
+/// provider's next action, a run's context and story, the settings a PATCH
+/// replaces (each checked by its own parser), a webhook's event.
+#[tokio::test]
+async fn the_document_leaves_open_only_what_is_open_by_design() {
+    let app = TestApp::spawn_idle().await;
+    let doc = document(&app).await;
+    let mut open = Vec::new();
+    for (name, schema) in doc.components.as_object().unwrap() {
+        opaque_objects(schema, name, &mut open);
+    }
+    let body =
+        &doc.paths["/webhooks/{provider}/{tenant_id}"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    opaque_objects(body, "webhook event", &mut open);
+    open.sort();
+    assert_eq!(
+        open,
+        [
+            "Payment.next_action",
+            "ReplayAnswer.effects[]",
+            "RunReport.actions[]",
+            "RunReport.context",
+            "RunReport.effects[]",
+            "RunReport.signals[]",
+            "RunReport.timeline[]",
+            "SettingsPatch.lms",
+            "SettingsPatch.notifications",
+            "SettingsPatch.providers",
+            "webhook event",
+        ]
+    );
 }
 
 #[tokio::test]
@@ -129,10 +211,17 @@ async fn the_document_lists_the_contracts_routes_and_every_answer_fits_it() {
 
     // Settings, offerings.
     doc.check("get", "/v1/settings", &send(Method::GET, "/v1/settings".into(), None).await);
-    let patch = json!({"lms": {"type": "none"}, "providers": {"stripe": {"api_key": "sk_test_1"}}});
+    let patch = json!({"lms": {"type": "callback", "url": "https://platform.example/enroll", "secret": "0123456789abcdef"},
+                       "notifications": {"webhook_url": "https://platform.example/events", "webhook_secret": "0123456789abcdef",
+                                         "smtp": {"host": "127.0.0.1", "from": "shop@academy.example"}},
+                       "providers": {"stripe": {"api_key": "sk_test_1"}}});
+    doc.check_request("patch", "/v1/settings", &patch);
     doc.check("patch", "/v1/settings", &send(Method::PATCH, "/v1/settings".into(), Some(patch)).await);
+    let none = json!({"lms": {"type": "none"}, "notifications": {}});
+    doc.check("patch", "/v1/settings", &send(Method::PATCH, "/v1/settings".into(), Some(none)).await);
     let offering = json!({"title": "Rust 101", "price": {"amount": "49.00", "currency": "USD"}, "capacity": 10,
                           "lms": {"course_id": "42", "url": "https://lms.example/course/42"}});
+    doc.check_request("put", "/v1/offerings/{offering_id}", &offering);
     let put = send(Method::PUT, "/v1/offerings/rust-101".into(), Some(offering.clone())).await;
     assert_eq!(put.status, 201);
     doc.check("put", "/v1/offerings/{offering_id}", &put);
@@ -143,6 +232,9 @@ async fn the_document_lists_the_contracts_routes_and_every_answer_fits_it() {
     );
     doc.check("get", "/v1/offerings/{offering_id}", &send(Method::GET, "/v1/offerings/rust-101".into(), None).await);
     doc.check("get", "/v1/offerings/{offering_id}", &send(Method::GET, "/v1/offerings/nope".into(), None).await);
+    let wrong_method = send(Method::DELETE, "/v1/offerings/rust-101".into(), None).await;
+    assert_eq!(wrong_method.status, 405);
+    doc.check("get", "/v1/offerings/{offering_id}", &wrong_method);
 
     // Purchases: one that completes, one declined, one waiting for the buyer.
     let buy = |method: &str| {
@@ -152,6 +244,7 @@ async fn the_document_lists_the_contracts_routes_and_every_answer_fits_it() {
     };
     let mut ids = Vec::new();
     for (i, method) in ["pm_sandbox_ok", "pm_sandbox_declined", "pm_sandbox_requires_action"].iter().enumerate() {
+        doc.check_request("post", "/v1/purchases", &buy(method));
         let created = app.post_purchase(Some(&format!("k{i}")), &buy(method)).await;
         assert_eq!(created.status, 201, "{}", created.body);
         doc.check("post", "/v1/purchases", &created);
@@ -207,6 +300,7 @@ async fn the_document_lists_the_contracts_routes_and_every_answer_fits_it() {
     doc.check("get", "/v1/ops/runs", &runs);
     let run = failed["run"]["id"].as_str().unwrap();
     doc.check("get", "/v1/ops/runs/{run_id}", &send(Method::GET, format!("/v1/ops/runs/{run}"), None).await);
+    doc.check_request("post", "/v1/ops/runs/{run_id}/replay", &json!({"reason": "look"}));
     let dry =
         send(Method::POST, format!("/v1/ops/runs/{run}/replay?dry_run=true"), Some(json!({"reason": "look"}))).await;
     assert_eq!(dry.status, 200, "{}", dry.body);
@@ -218,6 +312,10 @@ async fn the_document_lists_the_contracts_routes_and_every_answer_fits_it() {
         &send(Method::POST, format!("/v1/ops/runs/{done}/cancel"), Some(json!({"reason": "x"}))).await,
     );
 
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(doc.paths["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object());
     doc.check("get", "/healthz", &app.send(Method::GET, "/healthz", None, None).await);
     doc.check("get", "/readyz", &app.send(Method::GET, "/readyz", None, None).await);
 }
