@@ -97,6 +97,7 @@ async fn a_signed_event_about_no_purchase_is_stored_and_acknowledged() {
     for body in [
         json!({"id": "evt_dispute", "type": "charge.dispute.created", "data": {"reference": "sbx_1"}}),
         json!({"id": "evt_ping", "type": "ping"}),
+        json!({"id": "evt_odd", "type": "payment.authorized", "data": {"purchase_id": 42}}),
     ] {
         let body = body.to_string();
         let signed = bursar::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
@@ -105,7 +106,7 @@ async fn a_signed_event_about_no_purchase_is_stored_and_acknowledged() {
         let again = app.post_webhook("sandbox", &tenant, Some(&signed), &body).await;
         assert_eq!((again.status, again.body["duplicate"].clone()), (200, json!(true)), "{body}");
     }
-    assert_eq!(bursar::db::webhooks::count(&app.db.pool, app.tenant_id).await.unwrap(), 2);
+    assert_eq!(bursar::db::webhooks::count(&app.db.pool, app.tenant_id).await.unwrap(), 3);
     let signals: i64 = sqlx::query_scalar("SELECT count(*) FROM signals").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(signals, 0, "nothing waits for them");
 }
