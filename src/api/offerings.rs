@@ -51,7 +51,8 @@ pub async fn put(
 
 #[utoipa::path(get, path = "/v1/offerings/{offering_id}", operation_id = "getOffering", tag = "offerings",
     params(("offering_id" = String, Path, description = "The platform's own id")),
-    responses((status = 200, body = views::Offering), (status = 401, body = views::ErrorBody), (status = 404, body = views::ErrorBody)))]
+    responses((status = 200, body = views::Offering), (status = 401, body = views::ErrorBody),
+        (status = 404, body = views::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -29,7 +29,8 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/ops/runs", operation_id = "listRuns", tag = "operators", params(ListQuery),
-    responses((status = 200, body = Page<RunSummary>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<RunSummary>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -66,7 +67,8 @@ async fn own_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, Api
         .ok_or_else(|| ApiError::not_found("run"))
 }
 
-#[utoipa::path(get, path = "/v1/ops/runs/{run_id}", operation_id = "showRun", tag = "operators", params(("run_id" = String, Path)),
+#[utoipa::path(get, path = "/v1/ops/runs/{run_id}", operation_id = "showRun", tag = "operators",
+    params(("run_id" = String, Path)),
     responses((status = 200, body = RunReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -107,7 +109,8 @@ fn actor(caller: &Caller) -> String {
 #[utoipa::path(post, path = "/v1/ops/runs/{run_id}/replay", operation_id = "replayRun", tag = "operators",
     params(("run_id" = String, Path), ReplayQuery), request_body = Reason,
     responses((status = 200, body = ReplayAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, description = "The run is not parked or failed", body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+                  (status = 409, description = "The run is not parked or failed", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,

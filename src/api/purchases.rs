@@ -45,12 +45,14 @@ fn request_hash(body: &Value) -> Vec<u8> {
         the first response; another body, 422 idempotency_mismatch")),
     request_body = PurchaseInput,
     responses(
-        (status = 201, description = "Created (or, for a repeated key and body, the first answer)", body = views::Purchase),
+        (status = 201, description = "Created (or, for a repeated key and body, the first answer)",
+            body = views::Purchase),
         (status = 400, description = "Bad input, naming the field, or no Idempotency-Key", body = views::ErrorBody),
         (status = 401, body = views::ErrorBody),
         (status = 404, description = "No such offering", body = views::ErrorBody),
         (status = 413, body = views::ErrorBody),
-        (status = 422, description = "idempotency_mismatch, or a provider this Bursar does not have", body = views::ErrorBody)))]
+        (status = 422, description = "idempotency_mismatch, or a provider this Bursar does not have",
+            body = views::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -200,7 +202,8 @@ fn as_written(
 
 #[utoipa::path(get, path = "/v1/purchases/{purchase_id}", operation_id = "getPurchase", tag = "purchases",
     params(("purchase_id" = String, Path, description = "pur_…")),
-    responses((status = 200, body = views::Purchase), (status = 401, body = views::ErrorBody), (status = 404, body = views::ErrorBody)))]
+    responses((status = 200, body = views::Purchase), (status = 401, body = views::ErrorBody),
+        (status = 404, body = views::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,7 +232,8 @@ const STATUSES: [&str; 7] =
     ["processing", "requires_action", "completed", "failed", "cancelled", "refunded", "partially_refunded"];
 
 #[utoipa::path(get, path = "/v1/purchases", operation_id = "listPurchases", tag = "purchases", params(ListQuery),
-    responses((status = 200, body = views::Page<views::Purchase>), (status = 400, body = views::ErrorBody), (status = 401, body = views::ErrorBody)))]
+    responses((status = 200, body = views::Page<views::Purchase>), (status = 400, body = views::ErrorBody),
+        (status = 401, body = views::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,8 +258,8 @@ pub async fn list(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more.then(|| rows.last().map(|r| ids::purchase(r.id))).flatten();
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut seats = db::purchases::seats_of(&state.pool, &ids).await?;
+    let page: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut seats = db::purchases::seats_of(&state.pool, &page).await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
         data.push(to_view(row, &seats.remove(&row.id).unwrap_or_default())?);

@@ -21,7 +21,8 @@ pub struct ChargesQuery {
 
 /// What the sandbox really authorized, captured and refunded for a purchase:
 /// the provider's side of the books, which tests hold the engine to.
-#[utoipa::path(get, path = "/v1/sandbox/charges", operation_id = "listSandboxCharges", tag = "sandbox", params(ChargesQuery),
+#[utoipa::path(get, path = "/v1/sandbox/charges", operation_id = "listSandboxCharges", tag = "sandbox",
+    params(ChargesQuery),
     responses((status = 200, description = "What the sandbox provider really did", body = Page<SandboxCharge>),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn charges(
@@ -52,7 +53,8 @@ pub async fn charges(
 /// The buyer completes the sandbox's action (3-D Secure, an approval): the
 /// charge becomes authorized and the sandbox sends its signed
 /// `payment.authorized` webhook to this Bursar, as a real provider would.
-#[utoipa::path(post, path = "/v1/sandbox/payments/{reference}/complete", operation_id = "completeSandboxPayment", tag = "sandbox",
+#[utoipa::path(post, path = "/v1/sandbox/payments/{reference}/complete", operation_id = "completeSandboxPayment",
+    tag = "sandbox",
     params(("reference" = String, Path, description = "The sandbox's payment reference")),
     responses((status = 200, body = SandboxCompletion), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody),

@@ -36,13 +36,16 @@ struct EventData {
     purchase_id: Option<Value>,
 }
 
-#[utoipa::path(post, path = "/webhooks/{provider}/{tenant_id}", operation_id = "receiveWebhook", tag = "webhooks", security(()),
+#[utoipa::path(post, path = "/webhooks/{provider}/{tenant_id}", operation_id = "receiveWebhook", tag = "webhooks",
+    security(()),
     params(("provider" = String, Path, description = "sandbox or voucher (stripe and paypal: not yet)"),
            ("tenant_id" = String, Path),
-           ("Bursar-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">")),
+           ("Bursar-Signature" = String, Header,
+               description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">")),
     request_body(content = Object, description = "The provider's event: {\"id\", \"type\", \"data\"}"),
     responses((status = 200, description = "Verified and stored", body = WebhookReceipt),
-              (status = 400, description = "A bad or missing signature, or not an event: nothing stored", body = ErrorBody),
+              (status = 400, description = "A bad or missing signature, or not an event: nothing stored",
+                  body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
@@ -89,7 +92,8 @@ pub async fn receive(
     tx.commit().await?;
     crate::metrics::webhook(&provider, if stored { "accepted" } else { "duplicate" });
     if purchase.is_none() && signal.is_some() {
-        tracing::warn!(%tenant_id, provider, event = %event.id, "a payment event for no purchase of this tenant; stored only");
+        let why = "a payment event for no purchase of this tenant; stored only";
+        tracing::warn!(%tenant_id, provider, event = %event.id, "{why}");
     }
     Ok(Json(WebhookReceipt { received: true, duplicate: !stored }))
 }
