@@ -164,12 +164,13 @@ pub async fn seats_with_run_status(pool: &PgPool) -> Result<Vec<(Uuid, String, S
     .await
 }
 
-/// Offerings with more active seats than their capacity.
+/// Offerings with more active seats than their capacity (an offering's id
+/// is the platform's, unique within its tenant only).
 pub async fn oversold_offerings(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT o.id FROM offerings o WHERE o.capacity IS NOT NULL AND o.capacity < (
             SELECT count(*) FROM seats s JOIN purchases p ON p.id = s.purchase_id
-            WHERE p.offering_id = o.id AND s.status = 'active')",
+            WHERE p.tenant_id = o.tenant_id AND p.offering_id = o.id AND s.status = 'active')",
     )
     .fetch_all(pool)
     .await
